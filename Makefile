@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine (only Python 3.11 needed):
+#   make demo   - TF-LLMER (SASRec backbone) on ml-100k with the offline MiniLM encoder
+#   make test   - the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test leaderboard clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	# torch first and pinned: this is the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python run_recbole_tfllmer.py --config_files "properties/ml-100k.yaml properties/demo.yaml"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf saved log log_tensorboard .pytest_cache

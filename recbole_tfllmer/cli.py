@@ -1,0 +1,57 @@
+"""Command line, mirroring RecBole's run_recbole.py, plus `--key=value` overrides.
+
+    run_recbole_tfllmer.py -m TFLLMER -d ml-100k --backbone=GRU4Rec --epochs=5
+"""
+
+import argparse
+import sys
+
+from recbole_tfllmer.errors import TFLLMERError
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_tfllmer.py",
+        description="Train and evaluate a RecBole model, with TF-LLMER available as `-m TFLLMER`. "
+        "Any other option is given as --key=value and overrides the config files.",
+    )
+    parser.add_argument("--model", "-m", type=str, default=None, help="model name (default: TFLLMER, or `model` in a config file)")
+    parser.add_argument("--dataset", "-d", type=str, default=None, help="dataset name (default: `dataset` in a config file)")
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
+    parser.add_argument("--nproc", type=int, default=1, help="number of processes")
+    parser.add_argument("--ip", type=str, default="localhost", help="ip of the master node")
+    parser.add_argument("--port", type=str, default="5678", help="port of the master node")
+    parser.add_argument("--world_size", type=int, default=-1, help="total number of jobs")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank offset of this group")
+    return parser
+
+
+def split_config_files(value):
+    return value.strip().split(" ") if value else None
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, overrides = build_parser().parse_known_args(argv)
+    from recbole_tfllmer.quick_start import run
+
+    try:
+        run(
+            args.model,
+            args.dataset,
+            config_file_list=split_config_files(args.config_files),
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+            cmd_args=overrides,
+        )
+    except TFLLMERError as err:
+        print(f"recbole-tfllmer: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""RecBole Config that knows the plugin's models.
+
+Layering, lowest priority first (RecBole's own order, with the plugin slotted in):
+RecBole overall.yaml -> the *backbone's* model yaml (e.g. BERT4Rec.yaml with its transform)
+-> RecBole's dataset/sequential presets -> the plugin's model yaml (TFLLMER.yaml)
+-> the user's config files -> config_dict -> command line.
+"""
+
+import os
+
+import yaml
+from recbole.config import Config
+
+from recbole_tfllmer.errors import ConfigError
+from recbole_tfllmer.utils import get_model, is_plugin_model
+
+PLUGIN_PROPERTIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+
+
+def plugin_model_yaml(model_name):
+    return os.path.join(PLUGIN_PROPERTIES, "model", f"{model_name}.yaml")
+
+
+def plugin_default(model_name, key):
+    """A default from the plugin's model yaml (used before the Config is fully built)."""
+    path = plugin_model_yaml(model_name)
+    if not os.path.isfile(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        return (yaml.safe_load(f) or {}).get(key)
+
+
+class TFLLMERConfig(Config):
+    """RecBole's Config, plus: plugin model lookup, the backbone's yaml under the wrapper's,
+    and an explicit command line.
+
+    `cmd_args` is the list of `--key=value` strings to apply last; None (the default for
+    library use) reads nothing from sys.argv, so calling `run()` from a test or notebook
+    never picks up the host program's flags.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        self._cmd_args = list(cmd_args or [])
+        self.backbone_class = None
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+    # -- command line -----------------------------------------------------------------
+    def _load_cmd_line(self):
+        cmd_config_dict = {}
+        for arg in self._cmd_args:
+            if not arg.startswith("--") or "=" not in arg:
+                raise ConfigError(f"command-line argument {arg!r} is not of the form --key=value")
+            key, value = arg[2:].split("=", 1)
+            if key in cmd_config_dict and cmd_config_dict[key] != value:
+                raise ConfigError(f"option --{key} is given twice with different values")
+            cmd_config_dict[key] = value
+        return self._convert_config_dict(cmd_config_dict)
+
+    # -- model / backbone resolution --------------------------------------------------
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise ConfigError("no model given: pass -m/--model, or set `model` in a config file")
+        model_class = get_model(model) if isinstance(model, str) else model
+        return super()._get_model_and_dataset(model_class, dataset)
+
+    def _resolve_backbone(self, model_name):
+        if not is_plugin_model(model_name):
+            return None
+        from recbole_tfllmer.method.backbones import resolve_backbone
+
+        name = self.external_config_dict.get("backbone") or plugin_default(model_name, "backbone")
+        return resolve_backbone(name)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        self.backbone_class = self._resolve_backbone(model)
+        if self.backbone_class is None:
+            super()._load_internal_config_dict(model, model_class, dataset)
+            return
+        # The backbone's own yaml and RecBole's presets, exactly as for `-m <backbone>` ...
+        super()._load_internal_config_dict(self.backbone_class.__name__, self.backbone_class, dataset)
+        # ... then the wrapper's defaults on top.
+        self._update_internal_config_dict(plugin_model_yaml(model))
+        self.internal_config_dict["backbone"] = self.backbone_class.__name__
+
+    def _set_default_parameters(self):
+        # RecBole derives MODEL_INPUT_TYPE from the model class (SINE and TransRec are
+        # pairwise): the wrapper trains exactly as its backbone, so ask the backbone.
+        wrapper_class = self.model_class
+        if self.backbone_class is not None:
+            self.model_class = self.backbone_class
+        try:
+            super()._set_default_parameters()
+        finally:
+            self.model_class = wrapper_class
+        if self.backbone_class is not None:
+            self.final_config_dict["backbone"] = self.backbone_class.__name__
+
+    def external_options(self):
+        """The user's own options (files, dict, command line): enough to rebuild this Config."""
+        return dict(self.external_config_dict)
+
+

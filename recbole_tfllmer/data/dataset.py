@@ -1,0 +1,88 @@
+"""The data hook: a RecBole SequentialDataset that also carries LLM item embeddings.
+
+Embeddings are computed (or read from cache) once, when the dataset is built, and are
+aligned to RecBole's internal item ids of *this* dataset, after RecBole's filtering
+(row 0 = padding = zeros). Splits made by `build()` share them and know which split they
+are, so the wrapper can insist on building its co-occurrence graph from training rows.
+"""
+
+import time
+from logging import getLogger
+
+import numpy as np
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data.dataset import SequentialDataset
+from recbole.utils import set_color
+
+from recbole_tfllmer.utils import is_plugin_model
+
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def needs_text_embeddings(config):
+    return config["item_init"] in ("pca", "rec_pca")
+
+
+class TFLLMERDataset(SequentialDataset):
+    def __init__(self, config):
+        super().__init__(config)
+        self.split_name = None
+        self._item_text_embeddings = None
+        self.embedding_info = {}
+        if needs_text_embeddings(config):
+            self._load_item_text_embeddings()
+
+    def _load_item_text_embeddings(self):
+        from recbole_tfllmer.text.hook import compute_item_embeddings
+
+        start = time.perf_counter()
+        result = compute_item_embeddings(self.config, self)
+        matrix = getattr(result, "matrix", result)
+        info = dict(getattr(result, "info", {}) or {})
+        info.setdefault("seconds", time.perf_counter() - start)
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.shape[0] != self.item_num:
+            raise AssertionError(
+                f"item embeddings have {matrix.shape[0]} rows, the dataset has {self.item_num} item ids"
+            )
+        self._item_text_embeddings = matrix
+        self.embedding_info = info
+        getLogger().info(
+            set_color("item text embeddings", "pink")
+            + f": {matrix.shape[0] - 1} items x {matrix.shape[1]} dims ({info['seconds']:.1f}s)"
+        )
+
+    @property
+    def item_text_embeddings(self):
+        """(item_num, D) float32 LLM embeddings; row i is internal item id i, row 0 is zeros."""
+        if self._item_text_embeddings is None:
+            raise AttributeError(
+                "this dataset has no item text embeddings: `item_init` is 'random', "
+                "set it to 'pca' or 'rec_pca' to embed item text"
+            )
+        return self._item_text_embeddings
+
+    def build(self):
+        datasets = super().build()
+        for name, dataset in zip(SPLIT_NAMES, datasets):
+            dataset.split_name = name
+        return datasets
+
+    def training_rows(self):
+        """(item_seqs, seq_lens, targets) numpy arrays of this dataset's rows."""
+        item_seq_field = self.iid_field + self.config["LIST_SUFFIX"]
+        return (
+            self.inter_feat[item_seq_field].numpy(),
+            self.inter_feat[self.item_list_length_field].numpy(),
+            self.inter_feat[self.iid_field].numpy(),
+        )
+
+
+def create_dataset(config):
+    """RecBole's create_dataset, except that plugin models get a TFLLMERDataset."""
+    if not is_plugin_model(config["model"]):
+        return recbole_create_dataset(config)
+    dataset = TFLLMERDataset(config)
+    if config["save_dataset"]:
+        dataset.save()
+    return dataset

@@ -1,0 +1,49 @@
+"""Exceptions raised by recbole-tfllmer.
+
+Every message names the file, field or option at fault and says what to do, so a user
+running a long RecBole job sees the cause without reading a traceback.
+"""
+
+
+class TFLLMERError(Exception):
+    """Base class of every error this plugin raises on bad input."""
+
+
+class ConfigError(TFLLMERError, ValueError):
+    """An option (config key) has a bad value or conflicts with another."""
+
+
+class UnsupportedBackboneError(ConfigError):
+    """The configured `backbone` cannot be wrapped (irregular item tables or no item table)."""
+
+
+class ItemTextError(TFLLMERError, ValueError):
+    """The atomic `.item` file is missing, garbled, or lacks the configured text fields."""
+
+
+class EmbeddingFileError(TFLLMERError, ValueError):
+    """A precomputed embedding file has bad dimensions, values or item tokens."""
+
+
+class ItemFileNotFoundError(ItemTextError, FileNotFoundError):
+    """The dataset's `.item` file does not exist (catchable as either parent)."""
+
+
+class EmbeddingFileNotFoundError(EmbeddingFileError, FileNotFoundError):
+    """The file named by `precomputed_embeddings` (or its token list) does not exist."""
+
+
+class EncoderNotFoundError(TFLLMERError, FileNotFoundError):
+    """The text encoder is neither a local path nor a bundled model, and downloads are off."""
+
+
+class CacheError(TFLLMERError, ValueError):
+    """An embedding cache file failed its integrity check."""
+
+
+class CheckpointError(TFLLMERError, ValueError):
+    """A model checkpoint is truncated, corrupted, or not loadable with weights_only=True."""
+
+
+class GraphError(TFLLMERError, ValueError):
+    """The co-occurrence graph cannot be built as configured (e.g. it has no edges)."""

@@ -1,0 +1,188 @@
+"""run / objective_function / load_data_and_model, built from RecBole's own parts.
+
+RecBole's `recbole.quick_start` imports ray at module level (and ray 2.6 needs
+pkg_resources and numpy<2), so the plugin never imports it: these functions follow the
+same steps with RecBole's Config, create_dataset, data_preparation, get_model/get_trainer,
+init_seed, init_logger and Trainer.
+"""
+
+import logging
+import sys
+import time
+from logging import getLogger
+
+import torch.distributed as dist
+from recbole.data import data_preparation
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_tfllmer.checkpoint import checkpoint_config, load_checkpoint
+from recbole_tfllmer.config import TFLLMERConfig
+from recbole_tfllmer.data import create_dataset
+from recbole_tfllmer.utils import get_model, get_trainer
+
+
+def build_config(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+    config = TFLLMERConfig(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+        cmd_args=cmd_args,
+    )
+    if config.backbone_class is not None:
+        from recbole_tfllmer.method.options import validate_tfllmer_options
+
+        validate_tfllmer_options(config)
+    return config
+
+
+def build_model(config, train_data):
+    """The model on the training split (the wrapper builds its graph from that split only)."""
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_model(config["model"])
+    return model_class(config, train_data._dataset).to(config["device"])
+
+
+def build_trainer(config, model):
+    backbone = config["backbone"] if "backbone" in config else None
+    return get_trainer(config["MODEL_TYPE"], config["model"], backbone)(config, model)
+
+
+def run_tfllmer(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    queue=None,
+    cmd_args=None,
+):
+    """Train and test one model, exactly as recbole.quick_start.run_recbole does.
+
+    Returns RecBole's result dict plus `model_file`, `train_loss` (per epoch) and `timings`.
+    """
+    start = time.perf_counter()
+    config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    data_start = time.perf_counter()
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    data_seconds = time.perf_counter() - data_start
+
+    model = build_model(config, train_data)
+    logger.info(model)
+    trainer = build_trainer(config, model)
+
+    fit_start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = time.perf_counter() - fit_start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    environment_tb = get_environment(config)
+    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "model_file": trainer.saved_model_file if saved else None,
+        "train_loss": dict(trainer.train_loss_dict),
+        "timings": {
+            "data_seconds": data_seconds,
+            "fit_seconds": fit_seconds,
+            "total_seconds": time.perf_counter() - start,
+            **{f"embedding_{k}": v for k, v in getattr(dataset, "embedding_info", {}).items()
+               if isinstance(v, (int, float))},
+            **{k: v for k, v in getattr(model, "tfllmer_info", {}).items()
+               if k.endswith("_seconds")},
+        },
+    }
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def _run_worker(rank, model, dataset, config_file_list, kwargs):
+    kwargs = dict(kwargs)
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_tfllmer(model, dataset, config_file_list, **kwargs)
+
+
+def run(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+    cmd_args=None,
+):
+    """RecBole's `run`: one process, or `nproc` workers through torch.multiprocessing."""
+    if nproc == 1 and world_size <= 0:
+        return run_tfllmer(model, dataset, config_file_list, config_dict, saved, cmd_args=cmd_args)
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "saved": saved, "queue": queue, "cmd_args": cmd_args}
+    mp.spawn(_run_worker, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """RecBole's objective for HyperTuning: train, validate, test; no logging to files."""
+    config = build_config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logging.basicConfig(level=logging.ERROR)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = build_model(config, train_data)
+    trainer = build_trainer(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, data and model from a checkpoint written by this plugin.
+
+    The config is rebuilt from the user's own options stored in the checkpoint (the
+    checkpoint holds no pickled objects), so the data splits and the model come out as
+    they were trained.
+    """
+    checkpoint = load_checkpoint(model_file, map_location="cpu")
+    final, external = checkpoint_config(checkpoint)
+    config = build_config(model=final["model"], dataset=final["dataset"], config_dict=external)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = build_model(config, train_data)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

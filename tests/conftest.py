@@ -1,0 +1,77 @@
+"""Shared fixtures: small real slices of ml-100k built at test time from RecBole's wheel."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+def ml100k_dir():
+    import recbole
+
+    return Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
+
+
+def write_ml100k_slice(root, name="ml-slice", n_users=60):
+    """Write the first `n_users` users of ml-100k (and only their items) as a RecBole dataset."""
+    source = ml100k_dir()
+    target = Path(root) / name
+    target.mkdir(parents=True, exist_ok=True)
+    with open(source / "ml-100k.inter", encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    keep = [r for r in rows if int(r.split("\t")[0]) <= n_users]
+    items = {r.split("\t")[1] for r in keep}
+    (target / f"{name}.inter").write_text("\n".join([header, *keep]) + "\n", encoding="utf-8")
+    with open(source / "ml-100k.item", encoding="utf-8") as f:
+        item_header, *item_rows = f.read().splitlines()
+    item_keep = [r for r in item_rows if r.split("\t")[0] in items]
+    (target / f"{name}.item").write_text("\n".join([item_header, *item_keep]) + "\n", encoding="utf-8")
+    return Path(root), name
+
+
+def slice_config(data_path, dataset, tmp_path, **overrides):
+    """Config for a one-epoch run on a slice: small, deterministic, CPU, files under tmp_path."""
+    config = {
+        "data_path": str(data_path),
+        "dataset": dataset,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "train_neg_sample_args": None,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "epochs": 1,
+        "train_batch_size": 256,
+        "eval_batch_size": 256,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+        "metrics": ["NDCG", "Hit"],
+        "topk": [10],
+        "valid_metric": "NDCG@10",
+        "show_progress": False,
+        "use_gpu": False,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "text_fields": ["movie_title", "release_year", "class"],
+        "text_template": "Title: {movie_title}. Year: {release_year}. Genres: {class}",
+        "embedding_cache_dir": str(tmp_path / "embedding_cache"),
+        "hidden_size": 32,
+        "embedding_size": 32,
+        "inner_size": 64,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def ml_slice(tmp_path_factory):
+    """(data_path, dataset_name) of a 60-user slice of ml-100k."""
+    return write_ml100k_slice(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in tmp_path so RecBole's ./log and ./log_tensorboard stay out of the repo."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
