@@ -7,12 +7,10 @@ are, so the wrapper can insist on building its co-occurrence graph from training
 """
 
 import time
-from logging import getLogger
 
 import numpy as np
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
-from recbole.utils import set_color
 
 from recbole_tfllmer.utils import is_plugin_model
 
@@ -33,24 +31,18 @@ class TFLLMERDataset(SequentialDataset):
             self._load_item_text_embeddings()
 
     def _load_item_text_embeddings(self):
-        from recbole_tfllmer.text.hook import compute_item_embeddings
+        from recbole_tfllmer.text.hook import compute_item_embeddings_with_info
 
         start = time.perf_counter()
-        result = compute_item_embeddings(self.config, self)
-        matrix = getattr(result, "matrix", result)
-        info = dict(getattr(result, "info", {}) or {})
-        info.setdefault("seconds", time.perf_counter() - start)
-        matrix = np.asarray(matrix, dtype=np.float32)
+        result = compute_item_embeddings_with_info(self.config, self)
+        matrix = np.asarray(result.matrix, dtype=np.float32)
         if matrix.shape[0] != self.item_num:
             raise AssertionError(
                 f"item embeddings have {matrix.shape[0]} rows, the dataset has {self.item_num} item ids"
             )
         self._item_text_embeddings = matrix
-        self.embedding_info = info
-        getLogger().info(
-            set_color("item text embeddings", "pink")
-            + f": {matrix.shape[0] - 1} items x {matrix.shape[1]} dims ({info['seconds']:.1f}s)"
-        )
+        self.embedding_info = dict(result.info or {})
+        self.embedding_info.setdefault("seconds", time.perf_counter() - start)
 
     @property
     def item_text_embeddings(self):
