@@ -30,9 +30,12 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
         cmd_args=cmd_args,
     )
     if config.backbone_class is not None:
+        # Fail on bad options now, before any data is read or encoded.
+        from recbole_tfllmer.method.backbones import validate_backbone_options
         from recbole_tfllmer.method.options import validate_tfllmer_options
 
         validate_tfllmer_options(config)
+        validate_backbone_options(config)
     return config
 
 

@@ -55,7 +55,8 @@ def slice_config(data_path, dataset, tmp_path, **overrides):
         "checkpoint_dir": str(tmp_path / "saved"),
         "text_fields": ["movie_title", "release_year", "class"],
         "text_template": "Title: {movie_title}. Year: {release_year}. Genres: {class}",
-        "embedding_cache_dir": str(tmp_path / "embedding_cache"),
+        # Shared by every test on the same data, so MiniLM encodes each slice once per session.
+        "embedding_cache_dir": str(Path(data_path) / "embedding_cache"),
         "hidden_size": 32,
         "embedding_size": 32,
         "inner_size": 64,

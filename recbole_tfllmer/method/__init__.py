@@ -1,0 +1,1 @@
+"""TF-LLMER's method: co-occurrence graph, Rec-PCA, item-table normalisation, the wrapper."""

@@ -1,0 +1,442 @@
+"""Rec-PCA: recommendation-aware reduction of LLM item embeddings (method-notes, "Rec-PCA").
+
+Pure numpy/scipy.  With ``X_p`` the prepared embeddings (optionally L2-normalised rows, then
+centred), ``A~`` the normalised co-occurrence adjacency (``normalized_adjacency``) and
+``L_c = C - A~`` the normalised Laplacian restricted to connected items
+(``C = diag(1[degree_i > 0])``), Rec-PCA solves
+
+    maximise  tr(W^T X_p^T X_p W) - lam * tr(W^T X_p^T L_c X_p W)   s.t.  W^T W = I_d
+
+whose solution is the top-d eigenvectors of the D x D matrix
+
+    M = X_p^T (I - lam L_c) X_p = X_p^T diag(w) X_p + lam X_p^T A~ X_p,   w_i = 1 - lam c_i.
+
+When every item is connected this is the notes' ``(1 - lam) X^T X + lam X^T A~ X``; an
+isolated item keeps full weight in the variance term and has no graph term.  ``lam = 0`` (or
+no graph) is exactly PCA.  ``lam > 1`` is allowed: it only shifts the balance further towards
+graph smoothness (connected items' variance then enters with a negative weight; ``M`` stays
+symmetric and ``W`` is still its top eigenspace).
+
+Cost (n items, D input dims, nnz graph entries):
+  * ``Y = lam A~ X_p``: one sparse-dense product, O(nnz D), in narrow column blocks that
+    stay in cache, spread over threads (scipy's kernel releases the GIL);
+  * ``M``: row chunks of ``X_p^T (diag(w) X_p + Y)``; only the upper block-triangle is
+    formed (about 0.56 n D^2 multiply-adds), float32 BLAS per chunk for float32 input,
+    accumulated across chunks in float64;
+  * ``W``: ``scipy.linalg.eigh`` with ``subset_by_index``, single-threaded (see
+    ``_single_threaded_lapack``).
+Memory (float32 X of size |X|): X is never copied or centred as a whole; each chunk or
+column block is centred on the fly.  Copies that exist: ``Y`` (n x D in X's dtype, 1x |X|,
+only with a graph term), one row chunk plus one temporary of its size (|X|/8, at most
+64 MiB each), float64 D x D matrices, and float64/float32 copies of the graph.  Peak is
+about 2.3 |X| including X for 100k x 4096 with 5M edges (benchmarks/bench_rec_pca.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+
+from .cooccurrence import _as_checked_csr, connected_mask, graph_total_variation
+
+try:  # optional (ships with scikit-learn); without it LAPACK runs with its default threads
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
+__all__ = ["RecPCAResult", "rec_pca_projection"]
+
+# Rows per chunk: a chunk of X is |X| / 8, clamped to [4 MiB, 64 MiB], so per-chunk
+# temporaries stay a small fraction of X for large and small catalogues alike.
+_CHUNK_BYTES_MIN, _CHUNK_BYTES_MAX, _CHUNKS_PER_MATRIX = 4 * 2**20, 64 * 2**20, 8
+# Width of the column blocks of the sparse product: 16 float32 = one cache line per row.
+_SPARSE_COLUMN_BLOCK = 16
+_MAX_SPARSE_THREADS = 8
+# stats['graph_tv_pca'] under a graph term needs the exact plain-PCA projection too: an
+# extra Gram matrix (n D^2 / 2 multiply-adds) and eigendecomposition (~4 D^3).  It is
+# computed only while that extra work stays below this budget (~2-4 s on 2 cores), i.e. not
+# for 4096-d LLM vectors, where it would add ~50% to the run; the lam = 0 run (the PCA
+# baseline) reports the same number as its graph_tv.
+_PCA_REFERENCE_MAX_WORK = 2e10
+# Width of the column blocks of the upper block-triangle of M.
+_GRAM_COLUMN_BLOCK = 512
+
+
+@dataclass
+class RecPCAResult:
+    """Output of :func:`rec_pca_projection`."""
+
+    embeddings: np.ndarray  # (n, d) float32, Z = X_p W (each column scaled to unit RMS if whitened)
+    components: np.ndarray  # (D, d) float64, orthonormal columns W
+    mean: np.ndarray  # (D,) float64 centring vector (zeros if not centred)
+    eigenvalues: np.ndarray  # (d,) float64 eigenvalues of M = X_p^T (I - lam L_c) X_p, descending
+    stats: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------
+def _check_lambda(lam) -> float:
+    valid = isinstance(lam, numbers.Real) and not isinstance(lam, (bool, np.bool_))
+    if not valid or not np.isfinite(lam) or lam < 0:
+        raise ValueError(
+            f"rec_pca_lambda must be a finite number >= 0 (0 = plain PCA; values above 1 are "
+            f"allowed and weight the graph term more), got {lam!r}"
+        )
+    return float(lam)
+
+
+def _check_n_components(n_components, dim_in: int) -> int:
+    what = "n_components (the backbone's embedding_size / hidden_size)"
+    if not isinstance(n_components, numbers.Integral) or isinstance(n_components, (bool, np.bool_)):
+        raise ValueError(f"{what} must be an integer, got {n_components!r}")
+    if n_components < 1:
+        raise ValueError(f"{what} must be >= 1, got {n_components}")
+    if n_components > dim_in:
+        raise ValueError(
+            f"the backbone's embedding_size / hidden_size ({n_components}) exceeds the LLM embedding "
+            f"dimension ({dim_in}); Rec-PCA can only reduce dimensions. Use a text encoder with at "
+            f"least {n_components} dimensions or set embedding_size / hidden_size <= {dim_in}."
+        )
+    return int(n_components)
+
+
+def _as_embedding_matrix(X) -> np.ndarray:
+    arr = np.asarray(X)
+    numeric = arr.dtype != object and (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    )
+    if not numeric:
+        raise ValueError(f"X must be a real numeric matrix, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"X must be a non-empty 2-D array (items x dims), got shape {arr.shape}")
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    elif arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _row_chunks(n_rows: int, row_bytes: int):
+    row_bytes = max(row_bytes, 1)
+    chunk_bytes = min(max(n_rows * row_bytes // _CHUNKS_PER_MATRIX, _CHUNK_BYTES_MIN), _CHUNK_BYTES_MAX)
+    step = max(1, chunk_bytes // row_bytes)
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+# --------------------------------------------------------------------------------------
+# passes over X
+# --------------------------------------------------------------------------------------
+def _row_scale(X: np.ndarray) -> np.ndarray:
+    """1 / ||x_i|| (float64); all-zero rows keep scale 0 and stay zero."""
+    norms = np.empty(X.shape[0])
+    for rows in _row_chunks(X.shape[0], X.shape[1] * 8):
+        chunk = X[rows].astype(np.float64)
+        norms[rows] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+        del chunk  # free before the next chunk is allocated
+    if not np.all(np.isfinite(norms)):
+        raise ValueError("X contains NaN or inf values")
+    scale = np.zeros_like(norms)
+    scale[norms > 0] = 1.0 / norms[norms > 0]
+    return scale
+
+
+def _weighted_column_sum(X: np.ndarray, row_scale) -> np.ndarray:
+    """sum_i s_i x_i in float64; doubles as the NaN/inf check (NaN and inf propagate)."""
+    total = np.zeros(X.shape[1])
+    for rows in _row_chunks(X.shape[0], X.shape[1] * 8):
+        chunk = X[rows].astype(np.float64)
+        total += chunk.sum(axis=0) if row_scale is None else row_scale[rows] @ chunk
+        del chunk
+    if not np.all(np.isfinite(total)):
+        raise ValueError("X contains NaN or inf values (or values so large that they overflow)")
+    return total
+
+
+def _prepared_chunk(X, rows, row_scale, mean_c):
+    """X_p[rows] = s_i x_i - mu, in X's dtype (a fresh C-contiguous chunk-sized array)."""
+    if row_scale is None:
+        chunk = np.subtract(X[rows], mean_c)
+    else:
+        chunk = np.multiply(X[rows], row_scale[rows].astype(X.dtype)[:, None])
+        chunk -= mean_c
+    return np.ascontiguousarray(chunk)
+
+
+def _gram_matrix(X, row_scale, mean):
+    """G = X_p^T X_p (plain PCA), row-chunked, accumulated in float64."""
+    dim = X.shape[1]
+    gram = np.zeros((dim, dim))
+    mean_c = mean.astype(X.dtype)
+    for rows in _row_chunks(X.shape[0], dim * X.itemsize):
+        chunk = _prepared_chunk(X, rows, row_scale, mean_c)
+        gram += chunk.T @ chunk  # numpy dispatches A^T A to syrk
+        del chunk
+    return gram
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _sparse_times_columns(sparse, prepare_columns, n_columns, out):
+    """``out[:, cols] = sparse @ prepare_columns(cols)`` for narrow column blocks, in threads.
+
+    A narrow block (one cache line per row) stays in cache while the sparse rows gather
+    from it; scipy's kernel releases the GIL, so blocks run in parallel on all cores.
+    Blocks write disjoint columns of ``out``.
+    """
+    blocks = [
+        slice(s, min(s + _SPARSE_COLUMN_BLOCK, n_columns)) for s in range(0, n_columns, _SPARSE_COLUMN_BLOCK)
+    ]
+
+    def multiply(cols):
+        out[:, cols] = sparse @ prepare_columns(cols)
+
+    workers = min(_available_cores(), _MAX_SPARSE_THREADS, len(blocks))
+    if workers <= 1:
+        for cols in blocks:
+            multiply(cols)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(multiply, blocks))
+
+
+def _rec_pca_matrices(X, graph, connected, lam, row_scale, mean, seconds, exact_gram):
+    """Return ``(M, G or None, tr(G))`` where only the upper triangle of ``M`` is valid.
+
+    ``M = X_p^T diag(w) X_p + lam X_p^T A~ X_p`` (``w_i = 1 - lam c_i``), from
+    Step 1: ``Y = lam A~ X_p`` by narrow column blocks (each block centred before the
+    sparse product, so no full centred copy of X exists);
+    Step 2: per row chunk of ``X_p`` the upper block-triangle of ``X_p^T (diag(w) X_p + Y)``.
+    With ``exact_gram`` the Gram ``G = X_p^T X_p`` is accumulated separately (syrk) for the
+    plain-PCA reference and ``M = (1 - lam) G + lam G_iso + X_p^T Y``; that costs about 90%
+    more multiply-adds in step 2.
+    """
+    started = time.perf_counter()
+    n, dim = X.shape
+    dtype = X.dtype
+    weights = 1.0 - lam * connected.astype(np.float64)
+    mean_c = mean.astype(dtype)
+    row_scale_c = None if row_scale is None else row_scale.astype(dtype)[:, None]
+
+    def prepared_columns(cols):
+        if row_scale_c is None:
+            block = np.subtract(X[:, cols], mean_c[cols])
+        else:
+            block = np.multiply(X[:, cols], row_scale_c)
+            block -= mean_c[cols]
+        return np.ascontiguousarray(block)
+
+    scaled_graph = graph.astype(dtype)  # a copy, so that lam is folded in once
+    scaled_graph.data *= dtype.type(lam)
+    smoothed = np.empty((n, dim), dtype=dtype)
+    _sparse_times_columns(scaled_graph, prepared_columns, dim, smoothed)
+    del scaled_graph
+    seconds["graph_product"] = time.perf_counter() - started
+    started = time.perf_counter()
+
+    matrix = np.zeros((dim, dim))
+    gram = np.zeros((dim, dim)) if exact_gram else None
+    gram_isolated = None
+    total_variance = 0.0
+    for rows in _row_chunks(n, dim * X.itemsize):
+        chunk = _prepared_chunk(X, rows, row_scale, mean_c)
+        y_rows = smoothed[rows]  # a view, completed in place
+        if exact_gram:
+            gram += chunk.T @ chunk  # numpy dispatches A^T A to syrk
+            isolated_rows = ~connected[rows]
+            if isolated_rows.any():
+                chunk_isolated = chunk[isolated_rows]
+                if gram_isolated is None:
+                    gram_isolated = np.zeros((dim, dim))
+                gram_isolated += chunk_isolated.T @ chunk_isolated
+                del chunk_isolated
+        else:
+            total_variance += float(np.einsum("ij,ij->i", chunk, chunk).sum(dtype=np.float64))
+            row_weights = weights[rows].astype(dtype)[:, None]
+        for start in range(0, dim, _GRAM_COLUMN_BLOCK):
+            stop = min(start + _GRAM_COLUMN_BLOCK, dim)
+            y_block = y_rows[:, start:stop]
+            if not exact_gram:
+                y_block += row_weights * chunk[:, start:stop]
+            matrix[:stop, start:stop] += chunk[:, :stop].T @ y_block
+        del chunk, y_rows, y_block
+    del smoothed
+    if exact_gram:
+        matrix += (1.0 - lam) * gram
+        if gram_isolated is not None:
+            matrix += lam * gram_isolated
+        total_variance = float(np.trace(gram))
+    seconds["gram_matrices"] = time.perf_counter() - started
+    return matrix, gram, total_variance
+
+
+def _single_threaded_lapack():
+    """The tridiagonal reduction in eigh is BLAS-2 bound: with OpenBLAS threads on a busy
+    2-core machine it ran 4-40x slower than single-threaded in our measurements."""
+    if threadpool_limits is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _top_eigenvectors(matrix, n_vectors):
+    """Top eigenpairs (descending) of a symmetric matrix given by its upper triangle.
+
+    Signs are fixed so that each vector's largest-magnitude entry is positive, which makes
+    the result deterministic across calls and platforms with the same LAPACK.
+    """
+    dim = matrix.shape[0]
+    with _single_threaded_lapack():
+        values, vectors = sla.eigh(
+            matrix, lower=False, subset_by_index=[dim - n_vectors, dim - 1], check_finite=False
+        )
+    values, vectors = values[::-1].copy(), vectors[:, ::-1].copy()
+    pivots = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[pivots, np.arange(n_vectors)])
+    signs[signs == 0] = 1.0
+    vectors *= signs
+    return values, vectors
+
+
+def _project(X, row_scale, mean, basis):
+    """X_p V in float64, one row-chunked pass (X_p never materialised)."""
+    n, dim = X.shape
+    mean_c = mean.astype(X.dtype)
+    basis_c = basis.astype(X.dtype)
+    projected = np.empty((n, basis.shape[1]))
+    for rows in _row_chunks(n, dim * X.itemsize):
+        projected[rows] = _prepared_chunk(X, rows, row_scale, mean_c) @ basis_c
+    return projected
+
+
+# --------------------------------------------------------------------------------------
+# public entry point
+# --------------------------------------------------------------------------------------
+def rec_pca_projection(
+    X, norm_adjacency, n_components, lam=0.5, center=True, row_normalize=False, whiten=False
+) -> RecPCAResult:
+    """Rec-PCA projection of LLM item embeddings (method-notes, "Rec-PCA as we formulate it").
+
+    ``X``: (n, D) embeddings of real items (no padding row).  ``norm_adjacency``: the (n, n)
+    output of :func:`normalized_adjacency` on the matching co-occurrence sub-graph, or None
+    (plain PCA).  ``n_components`` is the backbone's embedding size d (1 <= d <= D).
+    ``lam`` (config ``rec_pca_lambda``) weights the graph total variation; ``center``,
+    ``row_normalize`` (L2 rows before centring) and ``whiten`` (unit-RMS output columns;
+    the components and stats are those of the unwhitened projection) prepare X and Z.
+
+    Stats: ``retained_variance`` = tr(W^T X_p^T X_p W) / tr(X_p^T X_p); ``graph_tv`` and
+    ``graph_tv_pca``: :func:`graph_total_variation` of X_p W and of the exact plain-PCA
+    projection (both None without a graph).  With a graph term, ``graph_tv_pca`` needs a
+    second Gram matrix and eigendecomposition; it is None when that would exceed
+    ``_PCA_REFERENCE_MAX_WORK`` (e.g. 4096-d inputs), and the lam = 0 run gives it as its
+    ``graph_tv``.  ``seconds`` times the phases.  Inputs are validated: ``lam``
+    (``rec_pca_lambda``) must be finite and >= 0, ``n_components`` in [1, D], X finite.
+    """
+    started = time.perf_counter()
+    seconds = {}
+    X = _as_embedding_matrix(X)
+    lam = _check_lambda(lam)
+    n_items, dim_in = X.shape
+    n_components = _check_n_components(n_components, dim_in)
+    if n_items < n_components:
+        warnings.warn(
+            f"only {n_items} items for {n_components} components: at most {n_items} directions "
+            f"carry variance, so the trailing components carry no variance (they are arbitrary "
+            f"orthonormal completions)",
+            stacklevel=2,
+        )
+
+    graph = None
+    if norm_adjacency is not None:
+        graph = _as_checked_csr(norm_adjacency, "norm_adjacency", n=n_items, copy=False)
+        if graph.nnz and graph.data.max() > 1.0 + 1e-6:
+            raise ValueError(
+                "norm_adjacency has weights above 1, so it is not symmetrically normalised; "
+                "pass normalized_adjacency(graph)"
+            )
+    connected = connected_mask(graph) if graph is not None else np.zeros(n_items, dtype=bool)
+
+    row_scale = _row_scale(X) if row_normalize else None
+    column_sum = _weighted_column_sum(X, row_scale)
+    mean = column_sum / n_items if center else np.zeros(dim_in)
+
+    seconds["checks_and_mean"] = time.perf_counter() - started
+
+    use_graph = graph is not None and lam != 0.0 and bool(connected.any())
+    pca_components = None
+    if use_graph:
+        with_reference = n_items * dim_in**2 / 2 + 4 * dim_in**3 <= _PCA_REFERENCE_MAX_WORK
+        matrix, gram, total_variance = _rec_pca_matrices(
+            X, graph, connected, lam, row_scale, mean, seconds, exact_gram=with_reference
+        )
+        started = time.perf_counter()
+        eigenvalues, components = _top_eigenvectors(matrix, n_components)
+        del matrix
+        if gram is not None:
+            _, pca_components = _top_eigenvectors(gram, n_components)
+    else:
+        started = time.perf_counter()
+        gram = _gram_matrix(X, row_scale, mean)
+        total_variance = float(np.trace(gram))
+        seconds["gram_matrices"] = time.perf_counter() - started
+        started = time.perf_counter()
+        eigenvalues, components = _top_eigenvectors(gram, n_components)
+        pca_components = components
+    del gram
+    seconds["eigh"] = time.perf_counter() - started
+    started = time.perf_counter()
+
+    # One pass gives this projection and, when computed, the plain-PCA one (graph_tv_pca).
+    with_reference = use_graph and pca_components is not None
+    basis = np.hstack([components, pca_components]) if with_reference else components
+    projected_both = _project(X, row_scale, mean, basis)
+    projected = np.ascontiguousarray(projected_both[:, :n_components])
+    kept_variance = float(np.einsum("ij,ij->", projected, projected))
+
+    graph_tv = graph_tv_pca = None
+    if graph is not None:
+        graph_tv = graph_total_variation(projected, graph)
+        if with_reference:
+            graph_tv_pca = graph_total_variation(projected_both[:, n_components:], graph)
+        elif not use_graph:
+            graph_tv_pca = graph_tv
+    del projected_both
+
+    seconds["projection_and_stats"] = time.perf_counter() - started
+
+    if whiten:
+        rms = np.sqrt(np.mean(projected**2, axis=0))
+        nonzero = rms > 0
+        projected[:, nonzero] /= rms[nonzero]
+
+    stats = {
+        "retained_variance": kept_variance / total_variance if total_variance > 0 else 1.0,
+        "graph_tv_pca": graph_tv_pca,
+        "graph_tv": graph_tv,
+        "lambda": lam,
+        "n_items": n_items,
+        "dim_in": dim_in,
+        "dim_out": n_components,
+        "n_isolated": int(n_items - connected.sum()),
+        "seconds": seconds,
+    }
+    return RecPCAResult(
+        embeddings=projected.astype(np.float32),
+        components=components,
+        mean=mean,
+        eigenvalues=eigenvalues,
+        stats=stats,
+    )

@@ -1,0 +1,183 @@
+r"""TFLLMER: TF-LLMER over any supported RecBole sequential backbone.
+
+Reference: Zhu and Zhang, "Break the Optimization Barrier of LLM-Enhanced Recommenders:
+A Theoretical Analysis and Practical Framework", arXiv 2604.20490 (2026).
+
+`model: TFLLMER` with `backbone: <RecBole model>` builds the backbone exactly as RecBole
+would (its yaml, its `_init_weights`), then
+1. replaces its item table with the Rec-PCA projection of the LLM item embeddings
+   (`item_init`: random | pca | rec_pca), computed on the training split's co-occurrence
+   graph, and
+2. keeps item vectors at norm r at every use (`item_norm`: always | init | none).
+Training, evaluation and checkpoints are the backbone's and RecBole's own.
+"""
+
+import time
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import set_color
+
+from recbole_tfllmer.errors import GraphError
+from recbole_tfllmer.method.backbones import backbone_spec, validate_backbone_options
+from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph, normalized_adjacency
+from recbole_tfllmer.method.normalization import normalize_item_table, normalize_rows_once
+from recbole_tfllmer.method.options import validate_tfllmer_options
+from recbole_tfllmer.method.rec_pca import rec_pca_projection
+
+
+def cooccurrence_graph_from_split(config, dataset):
+    """Normalised co-occurrence graph over the items of RecBole's *training* split."""
+    if getattr(dataset, "split_name", None) != "train":
+        raise GraphError(
+            "TFLLMER builds its co-occurrence graph from the dataset it is constructed with, "
+            "which must be RecBole's training split (train_data.dataset), so that no validation "
+            f"or test target enters the graph; got split {getattr(dataset, 'split_name', None)!r}"
+        )
+    item_seqs, seq_lens, targets = dataset.training_rows()
+    adjacency = build_cooccurrence_graph(
+        item_seqs,
+        seq_lens,
+        targets,
+        n_items=dataset.item_num,
+        window=config["graph_window"],
+        weighting=config["graph_weighting"],
+        topk=config["graph_topk"],
+    )
+    if adjacency.nnz == 0:
+        raise GraphError(
+            f"the co-occurrence graph of dataset '{config['dataset']}' has no edges (every training "
+            "sequence has a single item?): Rec-PCA has nothing to align with. Use `item_init: pca`, "
+            "or `rec_pca_lambda: 0`."
+        )
+    return adjacency, normalized_adjacency(adjacency)
+
+
+class TFLLMER(SequentialRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        validate_tfllmer_options(config)
+        self.spec = backbone_spec(config["backbone"])
+        validate_backbone_options(config)
+        self.backbone_name = self.spec.name
+        self.backbone = recbole_get_model(self.spec.name)(config, dataset)
+        self.logger = getLogger()
+        self.tfllmer_info = {"backbone": self.backbone_name}
+
+        # The scoring table, then any further item tables of the spec (HGN's input table):
+        # each gets the same Rec-PCA vectors and its own normalisation.
+        tables = [getattr(self.backbone, name) for name in self.spec.item_tables]
+        expected_shape = (self.n_items + self.spec.extra_rows, tables[0].embedding_dim)
+        for name, table in zip(self.spec.item_tables, tables):
+            if tuple(table.weight.shape) != expected_shape:
+                raise AssertionError(
+                    f"{self.backbone_name}.{name} has shape {tuple(table.weight.shape)}, expected "
+                    f"{expected_shape}; the backbone table in method/backbones.py is out of date"
+                )
+        if config["item_init"] != "random":
+            self._initialise_from_llm(config, dataset, tables)
+        for table in tables:
+            self._install_normalisation(config, table)
+
+    @property
+    def item_table(self):
+        return getattr(self.backbone, self.spec.item_table)
+
+    def _initialise_from_llm(self, config, dataset, tables):
+        embeddings = dataset.item_text_embeddings
+        dim = tables[0].embedding_dim
+        lam = float(config["rec_pca_lambda"]) if config["item_init"] == "rec_pca" else 0.0
+        norm_adjacency = None
+        if lam > 0:
+            start = time.perf_counter()
+            adjacency, norm_adjacency = cooccurrence_graph_from_split(config, dataset)
+            norm_adjacency = norm_adjacency[1:, 1:]
+            self.tfllmer_info["graph_seconds"] = time.perf_counter() - start
+            self.tfllmer_info["graph_edges"] = int(adjacency.nnz // 2)
+
+        start = time.perf_counter()
+        result = rec_pca_projection(
+            embeddings[1:],
+            norm_adjacency,
+            n_components=dim,
+            lam=lam,
+            center=config["rec_pca_center"],
+            row_normalize=config["rec_pca_row_normalize"],
+            whiten=config["rec_pca_whiten"],
+        )
+        self.tfllmer_info["rec_pca_seconds"] = time.perf_counter() - start
+        self.tfllmer_info.update({f"rec_pca_{k}": v for k, v in result.stats.items()})
+
+        vectors = np.asarray(result.embeddings, dtype=np.float32)
+        if config["init_scale"] is not None:
+            mean_norm = float(np.linalg.norm(vectors, axis=1).mean())
+            vectors = vectors * (float(config["init_scale"]) / max(mean_norm, 1e-12))
+        with torch.no_grad():
+            for table in tables:
+                weight = table.weight
+                weight[1 : self.n_items] = torch.from_numpy(vectors).to(weight.device, weight.dtype)
+                weight[0].zero_()
+        self._log_projection(result.stats, lam, dim, embeddings.shape[1])
+
+    def _log_projection(self, stats, lam, dim, dim_in):
+        method = "Rec-PCA" if lam > 0 else "PCA"
+        message = f"{method} {dim_in} -> {dim} dims (lambda={lam:g})"
+        if "retained_variance" in stats:
+            message += f": semantic variance kept {stats['retained_variance']:.3f}"
+        if "graph_tv_pca" in stats and "graph_tv" in stats:
+            message += f", graph total variation {stats['graph_tv_pca']:.4g} (PCA) -> {stats['graph_tv']:.4g}"
+        self.logger.info(set_color("TFLLMER", "pink") + f" [{self.backbone_name}] {message}")
+
+    def _install_normalisation(self, config, table):
+        mode = config["item_norm"]
+        if mode == "always":
+            normalize_item_table(table, config["item_norm_scale"], bool(config["item_norm_learnable"]), padding_idx=0)
+        elif mode == "init":
+            normalize_rows_once(table, config["item_norm_scale"], padding_idx=0)
+
+    def scoring_item_vectors(self):
+        """(n_items, d) item vectors as the backbone scores with them (normalised if enabled)."""
+        return self.item_table.weight[: self.n_items]
+
+    @torch.no_grad()
+    def sequence_representation(self, interaction):
+        """The sequence vectors h that full_sort_predict multiplies with the item table.
+
+        Backbones call `self.forward(...)` directly (no module hooks fire), so the
+        backbone's bound forward is shadowed for one call to record its output; a
+        (B, L, d) output (BERT4Rec) is gathered at the last position, as its
+        full_sort_predict does.
+        """
+        captured = []
+        original_forward = self.backbone.forward
+
+        def recording_forward(*args, **kwargs):
+            output = original_forward(*args, **kwargs)
+            captured.append(output)
+            return output
+
+        self.backbone.forward = recording_forward
+        try:
+            self.backbone.full_sort_predict(interaction)
+        finally:
+            del self.backbone.forward
+        output = captured[-1][0] if isinstance(captured[-1], tuple) else captured[-1]
+        if output.dim() == 3:
+            output = self.gather_indexes(output, interaction[self.ITEM_SEQ_LEN] - 1)
+        return output
+
+    # RecBole's model interface, delegated to the backbone.
+    def forward(self, *args, **kwargs):
+        return self.backbone(*args, **kwargs)
+
+    def calculate_loss(self, interaction):
+        return self.backbone.calculate_loss(interaction)
+
+    def predict(self, interaction):
+        return self.backbone.predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        return self.backbone.full_sort_predict(interaction)

@@ -1,0 +1,95 @@
+"""TFLLMER on real RecBole: initialisation, normalisation in scoring, graph from the train split, save/reload."""
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from recbole_tfllmer.data import create_dataset
+from recbole_tfllmer.errors import ConfigError, GraphError, UnsupportedBackboneError
+from recbole_tfllmer.method.wrapper import TFLLMER, cooccurrence_graph_from_split
+from recbole_tfllmer.quick_start import build_config, build_model, build_trainer, load_data_and_model, run_tfllmer
+from tests.conftest import slice_config
+
+
+def prepared(ml_slice, tmp_path, **overrides):
+    data_path, name = ml_slice
+    config = build_config("TFLLMER", name, config_dict=slice_config(data_path, name, tmp_path, **overrides))
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return config, dataset, train_data, valid_data, test_data
+
+
+def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
+    config, dataset, train_data, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None)
+    model = build_model(config, train_data)
+    from recbole_tfllmer.method.rec_pca import rec_pca_projection
+
+    _, norm_adjacency = cooccurrence_graph_from_split(config, train_data.dataset)
+    expected = rec_pca_projection(
+        dataset.item_text_embeddings[1:], norm_adjacency[1:, 1:], n_components=32, lam=config["rec_pca_lambda"]
+    ).embeddings
+    table = model.item_table.weight.detach().numpy()
+    np.testing.assert_allclose(table[1:], expected, rtol=1e-5, atol=1e-6)
+    assert not table[0].any()
+    assert model.tfllmer_info["graph_edges"] > 0
+
+
+def test_random_init_is_exactly_the_plain_backbone(ml_slice, tmp_path):
+    config, _, train_data, *_ = prepared(ml_slice, tmp_path, item_init="random", item_norm="none")
+    wrapped = build_model(config, train_data)
+    data_path, name = ml_slice
+    plain_config = build_config("SASRec", name, config_dict=slice_config(data_path, name, tmp_path))
+    plain_train, *_ = data_preparation(plain_config, create_dataset(plain_config))
+    plain = build_model(plain_config, plain_train)
+    for (name, a), (_, b) in zip(wrapped.backbone.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_scores_use_normalised_items_after_training(ml_slice, in_tmp):
+    config, _, train_data, valid_data, test_data = prepared(
+        ml_slice, in_tmp, item_norm_scale=2.0, epochs=2, learning_rate=0.01
+    )
+    model = build_model(config, train_data)
+    trainer = build_trainer(config, model)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    model.eval()
+    weight = model.item_table.weight
+    assert torch.allclose(weight[1:].norm(dim=1), torch.full((weight.shape[0] - 1,), 2.0), atol=1e-4)
+    assert torch.count_nonzero(weight[0]) == 0
+    # full_sort_predict scores are h . e_i with |e_i| = 2: recompute them from h.
+    interaction = next(iter(test_data))[0]
+    scores = model.full_sort_predict(interaction)
+    h = model.sequence_representation(interaction)
+    assert torch.allclose(scores, h @ weight[: model.n_items].T, atol=1e-4)
+
+
+def test_graph_must_come_from_the_training_split(ml_slice, tmp_path):
+    config, dataset, train_data, valid_data, _ = prepared(ml_slice, tmp_path)
+    with pytest.raises(GraphError, match="training split"):
+        TFLLMER(config, valid_data.dataset)
+    with pytest.raises(GraphError, match="training split"):
+        TFLLMER(config, dataset)
+
+
+def test_unsupported_backbone_is_rejected_with_the_reason(ml_slice, tmp_path):
+    data_path, name = ml_slice
+    with pytest.raises(UnsupportedBackboneError, match="FPMC.*separate item tables"):
+        build_config("TFLLMER", name, config_dict=slice_config(data_path, name, tmp_path, backbone="FPMC"))
+
+
+def test_conflicting_normalisation_options(ml_slice, tmp_path):
+    data_path, name = ml_slice
+    with pytest.raises(ConfigError, match="item_norm_learnable"):
+        build_config("TFLLMER", name, config_dict=slice_config(
+            data_path, name, tmp_path, item_norm="none", item_norm_learnable=True))
+
+
+def test_saved_model_reloads_with_identical_scores(ml_slice, in_tmp):
+    data_path, name = ml_slice
+    result = run_tfllmer("TFLLMER", name, config_dict=slice_config(data_path, name, in_tmp, backbone="GRU4Rec"))
+    assert "TFLLMER-GRU4Rec-" in result["model_file"]
+    config, model, _, _, _, test_data = load_data_and_model(result["model_file"])
+    trainer = build_trainer(config, model)
+    reloaded = trainer.evaluate(test_data, load_best_model=False)
+    assert dict(reloaded) == pytest.approx(dict(result["test_result"]), abs=0)
