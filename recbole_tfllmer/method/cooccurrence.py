@@ -132,8 +132,9 @@ def build_cooccurrence_graph(
     every one of the last ``window`` history items ``h`` (``window`` = 0 or None: the whole,
     possibly truncated, history).  Because RecBole augments a user sequence into all its
     prefix -> next-item rows, this counts every within-window pair of positions of the
-    training sequence exactly once, and held-out targets (validation/test rows) are never
-    seen.  Repeated items (``h == target``) and padding (id 0) are dropped.
+    training sequence exactly once (windows wider than the history length L act as L), and
+    held-out targets (validation/test rows) are never seen.  Repeated items
+    (``h == target``) and padding (id 0) are dropped.
 
     Weighting (applied to the counts ``c_ij``):
       * ``count``: ``c_ij``;
@@ -197,7 +198,7 @@ def build_cooccurrence_graph(
         np.log1p(upper.data, out=upper.data)
     elif weighting == "inv_pop":
         popularity = np.bincount(tgts, minlength=n_items).astype(np.float64)
-        if n_rows:
+        if n_rows and max_len:
             popularity += np.bincount(seqs[lens == 1, 0], minlength=n_items)
         inv_sqrt_popularity = 1.0 / np.sqrt(np.maximum(popularity, 1.0))
         rows = np.repeat(np.arange(n_items), np.diff(upper.indptr))

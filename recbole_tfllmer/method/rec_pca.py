@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
-from .cooccurrence import _as_checked_csr, connected_mask, graph_total_variation
+from .cooccurrence import _as_checked_csr, connected_mask
 
 try:  # optional (ships with scikit-learn); without it LAPACK runs with its default threads
     from threadpoolctl import threadpool_limits
@@ -285,8 +285,13 @@ def _rec_pca_matrices(X, graph, connected, lam, row_scale, mean, seconds, exact_
 
 
 def _single_threaded_lapack():
-    """The tridiagonal reduction in eigh is BLAS-2 bound: with OpenBLAS threads on a busy
-    2-core machine it ran 4-40x slower than single-threaded in our measurements."""
+    """Run eigh on one BLAS thread.
+
+    Its tridiagonal reduction is BLAS-2 (memory) bound: with two OpenBLAS threads it is
+    ~2x faster on an idle 2-core machine but was 4-40x slower on a busy one in our
+    measurements; and results differ in the last bits between thread counts, so a fixed
+    count keeps repeated calls bit-identical.
+    """
     if threadpool_limits is None:  # pragma: no cover
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
@@ -312,7 +317,7 @@ def _top_eigenvectors(matrix, n_vectors):
 
 
 def _project(X, row_scale, mean, basis):
-    """X_p V in float64, one row-chunked pass (X_p never materialised)."""
+    """X_p V (products in X's dtype, stored as float64), one row-chunked pass."""
     n, dim = X.shape
     mean_c = mean.astype(X.dtype)
     basis_c = basis.astype(X.dtype)
@@ -320,6 +325,17 @@ def _project(X, row_scale, mean, basis):
     for rows in _row_chunks(n, dim * X.itemsize):
         projected[rows] = _prepared_chunk(X, rows, row_scale, mean_c) @ basis_c
     return projected
+
+
+def _graph_total_variations(projected, n_components, graph, connected):
+    """graph_total_variation (cooccurrence.py) of each n_components-wide column group of
+    ``projected``, with the sparse product threaded like step 1 of the matrix build."""
+    smoothed = np.empty_like(projected)
+    _sparse_times_columns(graph, lambda cols: np.ascontiguousarray(projected[:, cols]), projected.shape[1], smoothed)
+    on_graph = np.einsum("ij,ij->j", projected[connected], projected[connected])
+    smoothness = np.einsum("ij,ij->j", projected, smoothed)
+    per_column = on_graph - smoothness
+    return [float(group.sum()) for group in per_column.reshape(-1, n_components)]
 
 
 # --------------------------------------------------------------------------------------
@@ -408,11 +424,8 @@ def rec_pca_projection(
 
     graph_tv = graph_tv_pca = None
     if graph is not None:
-        graph_tv = graph_total_variation(projected, graph)
-        if with_reference:
-            graph_tv_pca = graph_total_variation(projected_both[:, n_components:], graph)
-        elif not use_graph:
-            graph_tv_pca = graph_tv
+        graph_tv, *reference = _graph_total_variations(projected_both, n_components, graph, connected)
+        graph_tv_pca = reference[0] if with_reference else (None if use_graph else graph_tv)
     del projected_both
 
     seconds["projection_and_stats"] = time.perf_counter() - started
