@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from enum import Enum
 
+import numpy as np
 import torch
 
 from recbole_tfllmer.errors import CheckpointError
@@ -29,8 +30,16 @@ def plain_value(value):
         return {str(k): plain_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_value(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+    # Exact builtin types: numpy scalars (np.float64 subclasses float) would be pickled with
+    # a numpy global that torch.load(weights_only=True) refuses.
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
     return str(value)
 
 
@@ -58,29 +67,116 @@ def atomic_torch_save(obj, path):
         raise
 
 
-def load_checkpoint(path, map_location=None):
-    """Load a checkpoint with weights_only=True, turning every failure into a clear error."""
+PLUGIN_KEYS = ("state_dict", "config")
+
+
+def load_checkpoint(path, map_location=None, required=PLUGIN_KEYS):
+    """Load a checkpoint with weights_only=True, turning every failure into a clear error.
+
+    `required`: keys the checkpoint must have (by default those of every checkpoint this
+    plugin writes), so a foreign `.pth` (a bare state_dict, another library's file) is
+    reported as such instead of failing later with a KeyError.
+    """
     path = str(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"refused to load checkpoint {path}: it holds objects that are not plain tensors or "
-            f"Python values, so loading it could execute code ({str(err).splitlines()[0]}). "
-            "Checkpoints written by recbole-tfllmer never do; re-train, or load a file you trust "
-            "yourself with torch.load(weights_only=False)."
+            f"checkpoint file '{path}' does not exist; pass the .pth file a run wrote (its `model_file`, "
+            "under `checkpoint_dir`)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = _unpickling_detail(err)
+        raise CheckpointError(
+            f"refused to load checkpoint '{path}': it holds objects that are not plain tensors or "
+            f"Python values, so loading it could execute code ({detail}). "
+            "Checkpoints written by recbole-tfllmer never do (RecBole's own pickle its Config); re-train, "
+            "or load a file you trust yourself with torch.load(weights_only=False)."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupted and cannot be loaded "
+            f"checkpoint '{path}' is truncated or corrupted and cannot be loaded "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); re-train or "
             "use another checkpoint"
         ) from None
+    return require_keys(checkpoint, path, required)
+
+
+# -- random number generator states ----------------------------------------------------
+# Stored as tensors and plain Python values so the checkpoint still loads with
+# weights_only=True. RecBole seeds every generator once, in init_seed and in each
+# DataLoader's own torch.Generator; a resumed run that did not restore them would draw
+# other dropout masks and another shuffle than the uninterrupted run from the same seed.
+def rng_state(generator=None):
+    """The global RNG states (python, numpy, torch CPU and CUDA) and `generator`'s, if any."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generator": generator.get_state() if generator is not None else None,
+    }
+    return state
+
+
+def set_rng_state(state):
+    """Restore what `rng_state` saved (the `generator` entry is the caller's to restore)."""
+    import random
+
+    import numpy as np
+
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    nps = state["numpy"]
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+                         nps["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def require_keys(checkpoint, path, keys):
+    """CheckpointError unless `checkpoint` is a dict with every key (i.e. one this plugin wrote)."""
+    missing = [k for k in keys if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a recbole-tfllmer checkpoint (it has no {', '.join(map(repr, missing))}); "
+            "load a .pth file written by recbole-tfllmer's trainer, or re-train"
+        )
+    return checkpoint
+
+
+def _unpickling_detail(err):
+    """The line of torch's weights_only message that names the refused global, if any."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "Unsupported" in ln:
+            return ln
+    return lines[0] if lines else type(err).__name__
 
 
 def checkpoint_config(checkpoint):
     """(final, external) config dicts stored in a checkpoint."""
     stored = json.loads(checkpoint["config"])
     return stored["final"], stored["external"]
+
+
+def load_model_state(model, checkpoint, path):
+    """load_state_dict + other parameters, with a checkpoint of another model named as such."""
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit this model ({str(err).splitlines()[0]}): it was written for "
+            f"another model, backbone, dataset or embedding size (checkpoint: model "
+            f"{checkpoint.get('model')!r}, backbone {checkpoint.get('backbone')!r}). Use the config it was "
+            "trained with (load_data_and_model(file) rebuilds it from the checkpoint), or re-train"
+        ) from None
+    model.load_other_parameter(checkpoint.get("other_parameter"))

@@ -17,12 +17,20 @@ class UnsupportedBackboneError(ConfigError):
     """The configured `backbone` cannot be wrapped (irregular item tables or no item table)."""
 
 
-class ItemTextError(TFLLMERError, ValueError):
+class DatasetFileError(TFLLMERError, ValueError):
+    """A dataset directory or atomic file (`.inter`, `.item`) is missing or cannot be parsed."""
+
+
+class ItemTextError(DatasetFileError):
     """The atomic `.item` file is missing, garbled, or lacks the configured text fields."""
 
 
 class EmbeddingFileError(TFLLMERError, ValueError):
     """A precomputed embedding file has bad dimensions, values or item tokens."""
+
+
+class DatasetFileNotFoundError(DatasetFileError, FileNotFoundError):
+    """The dataset directory or its `.inter` file does not exist (catchable as either parent)."""
 
 
 class ItemFileNotFoundError(ItemTextError, FileNotFoundError):
@@ -31,6 +39,10 @@ class ItemFileNotFoundError(ItemTextError, FileNotFoundError):
 
 class EmbeddingFileNotFoundError(EmbeddingFileError, FileNotFoundError):
     """The file named by `precomputed_embeddings` (or its token list) does not exist."""
+
+
+class ItemVectorsMissingError(EmbeddingFileError, ItemTextError):
+    """Items of the dataset have no vector in the `precomputed_embeddings` file."""
 
 
 class EncoderNotFoundError(TFLLMERError, FileNotFoundError):

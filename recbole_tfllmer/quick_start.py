@@ -15,7 +15,7 @@ import torch.distributed as dist
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_tfllmer.checkpoint import checkpoint_config, load_checkpoint
+from recbole_tfllmer.checkpoint import checkpoint_config, load_checkpoint, load_model_state
 from recbole_tfllmer.config import TFLLMERConfig
 from recbole_tfllmer.data import create_dataset
 from recbole_tfllmer.utils import get_model, get_trainer
@@ -186,6 +186,5 @@ def load_data_and_model(model_file):
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model = build_model(config, train_data)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    load_model_state(model, checkpoint, model_file)
     return config, model, dataset, train_data, valid_data, test_data

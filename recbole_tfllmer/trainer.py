@@ -1,17 +1,27 @@
 """RecBole's trainers with weights-only checkpoints (see checkpoint.py for why).
 
-Only checkpoint I/O changes; training and evaluation are RecBole's own code.
+Only checkpoint I/O changes; training and evaluation are RecBole's own code. Checkpoints
+also carry the random number generator states (global ones and the training DataLoader's
+own generator) and the best validation result, so that `resume_checkpoint` continues
+exactly where the run that wrote the checkpoint was: same dropout masks, same shuffles,
+same returned `best_valid_result`.
 """
 
 import os
 
+import torch
 from recbole.utils import set_color
 
-from recbole_tfllmer.checkpoint import FORMAT, atomic_torch_save, config_to_json, load_checkpoint
+from recbole_tfllmer.checkpoint import (FORMAT, atomic_torch_save, config_to_json, load_checkpoint,
+                                        load_model_state, plain_value, rng_state, set_rng_state)
+
+REQUIRED_KEYS = ("state_dict",)
+RESUME_KEYS = ("state_dict", "optimizer", "epoch", "cur_step", "best_valid_score", "model")
 
 
 class WeightsOnlyCheckpointMixin:
-    """Overrides the three places RecBole's Trainer reads or writes a checkpoint."""
+    """Overrides the places RecBole's Trainer reads or writes a checkpoint, and tracks what
+    an exact resume needs (RNG states, this epoch's validation result)."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -23,8 +33,45 @@ class WeightsOnlyCheckpointMixin:
                 directory, name.replace(config["model"], f"{config['model']}-{backbone}", 1)
             )
 
+    # The training DataLoader (RecBole gives each one its own seeded torch.Generator, which
+    # drives the shuffle): remembered by fit() so checkpoints can save its state, and given
+    # the state restored by resume_checkpoint() before the first resumed epoch.
+    _train_loader = None
+    _resumed_loader_state = None
+
+    def fit(self, train_data, *args, **kwargs):  # RecBole's trainers differ in fit's later parameters
+        if torch.is_anomaly_enabled():
+            # RecBole 1.2.1's sine.py calls torch.autograd.set_detect_anomaly(True) when it is
+            # imported, and importing any sequential model imports it: every backward pass of
+            # every model then records stack traces (3x slower on one CPU thread, far worse
+            # with several). It is a debugging aid that changes no result: switch it off.
+            torch.autograd.set_detect_anomaly(False)
+            self.logger.debug("torch.autograd anomaly detection (switched on by RecBole's sine.py) switched off")
+        self._train_loader = train_data
+        generator = getattr(train_data, "generator", None)
+        if self._resumed_loader_state is not None and generator is not None:
+            generator.set_state(self._resumed_loader_state)
+            self._resumed_loader_state = None
+        return super().fit(train_data, *args, **kwargs)
+
+    # RecBole saves the checkpoint of a new best epoch *before* it updates
+    # best_valid_result, so the result of this epoch's validation is tracked here.
+    _epoch_valid_result = None
+
+    def _train_epoch(self, *args, **kwargs):
+        self._epoch_valid_result = None
+        return super()._train_epoch(*args, **kwargs)
+
+    def _valid_epoch(self, *args, **kwargs):
+        valid_score, valid_result = super()._valid_epoch(*args, **kwargs)
+        self._epoch_valid_result = valid_result
+        return valid_score, valid_result
+
     def _checkpoint_state(self, epoch):
+        best_valid_result = self._epoch_valid_result or getattr(self, "best_valid_result", None)
         return {
+            "rng_state": rng_state(getattr(self._train_loader, "generator", None)),
+            "best_valid_result": plain_value(dict(best_valid_result)) if best_valid_result else None,
             "format": FORMAT,
             "config": config_to_json(self.config),
             "model": self.config["model"],
@@ -45,28 +92,40 @@ class WeightsOnlyCheckpointMixin:
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
+    def _load_weights(self, checkpoint, path):
+        load_model_state(self.model, checkpoint, path)
+
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device, required=RESUME_KEYS)
+        if checkpoint["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                f"checkpoint '{resume_file}' was written by model {checkpoint['model']}, "
+                f"not {self.config['model']}; loading its state_dict may fail"
+            )
+        self._load_weights(checkpoint, resume_file)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.saved_model_file = resume_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        if checkpoint["model"].lower() != self.config["model"].lower():
+        if checkpoint.get("best_valid_result") is not None:
+            self.best_valid_result = dict(checkpoint["best_valid_result"])
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            set_rng_state(state)
+            self._resumed_loader_state = state.get("generator")
+        else:
             self.logger.warning(
-                f"checkpoint {resume_file} was written by model {checkpoint['model']}, "
-                f"not {self.config['model']}; loading its state_dict may fail"
+                f"checkpoint '{resume_file}' stores no random number generator states (written by an older "
+                "version): training resumes, but not with the shuffles and dropout of an uninterrupted run"
             )
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def load_best_model(self, model_file=None):
-        checkpoint_file = model_file or self.saved_model_file
-        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        checkpoint_file = str(model_file or self.saved_model_file)
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, required=REQUIRED_KEYS)
+        self._load_weights(checkpoint, checkpoint_file)
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return checkpoint
 

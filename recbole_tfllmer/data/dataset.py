@@ -6,12 +6,16 @@ aligned to RecBole's internal item ids of *this* dataset, after RecBole's filter
 are, so the wrapper can insist on building its co-occurrence graph from training rows.
 """
 
+import os
 import time
 
 import numpy as np
+import pandas as pd
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
+from recbole.utils import FeatureSource
 
+from recbole_tfllmer.errors import DatasetFileError, DatasetFileNotFoundError, ItemTextError
 from recbole_tfllmer.utils import is_plugin_model
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -30,6 +34,48 @@ class TFLLMERDataset(SequentialDataset):
         if needs_text_embeddings(config):
             self._load_item_text_embeddings()
 
+    # -- RecBole's file loading, with errors that name the file and the fix --------------
+    def _download(self):
+        """RecBole downloads a missing dataset directory when the name is one it knows and
+        raises a bare ValueError otherwise; say which option to fix instead."""
+        try:
+            self._get_download_url("url")
+        except ValueError:
+            raise DatasetFileNotFoundError(
+                f"dataset directory '{self.dataset_path}' does not exist and '{self.dataset_name}' is not a "
+                "dataset RecBole can download. Set `data_path` to the directory that holds "
+                f"{self.dataset_name}/{self.dataset_name}.inter, or fix `dataset`."
+            ) from None
+        super()._download()
+
+    def _load_inter_feat(self, token, dataset_path):
+        if self.benchmark_filename_list is None:
+            path = os.path.join(dataset_path, f"{token}.inter")
+            if not os.path.isfile(path):
+                raise DatasetFileNotFoundError(
+                    f"Interaction file '{path}' does not exist. Check `data_path` and `dataset`: the "
+                    f"directory must hold {token}.inter (and {token}.item for item text)."
+                )
+        super()._load_inter_feat(token, dataset_path)
+
+    def _load_feat(self, filepath, source):
+        """RecBole's reader; a file pandas cannot parse raises DatasetFileError (ItemTextError
+        for the .item file) naming the line, instead of a pandas/codec traceback."""
+        from recbole_tfllmer.text.item_text import decode_error, garbled_file_error
+
+        error_class = ItemTextError if source == FeatureSource.ITEM else DatasetFileError
+        encoding = self.config["encoding"]  # None: RecBole opens with the locale's default
+        try:
+            return super()._load_feat(filepath, source)
+        except UnicodeDecodeError as err:
+            raise decode_error(filepath, err.encoding, err, error_class) from None
+        except pd.errors.ParserError as err:
+            separator = self.config["field_separator"]
+            with open(filepath, "r", encoding=encoding, newline="") as f:
+                n_fields = len(f.readline().rstrip("\r\n").split(separator))
+            raise garbled_file_error(filepath, separator, encoding, n_fields, str(err).strip(), error_class) from None
+
+    # -- item text embeddings ------------------------------------------------------------
     def _load_item_text_embeddings(self):
         from recbole_tfllmer.text.hook import compute_item_embeddings_with_info
 

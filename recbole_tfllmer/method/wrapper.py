@@ -21,7 +21,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import set_color
 
-from recbole_tfllmer.errors import GraphError
+from recbole_tfllmer.errors import ConfigError, GraphError
 from recbole_tfllmer.method.backbones import backbone_spec, validate_backbone_options
 from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph, normalized_adjacency
 from recbole_tfllmer.method.normalization import normalize_item_table, normalize_rows_once
@@ -89,6 +89,12 @@ class TFLLMER(SequentialRecommender):
     def _initialise_from_llm(self, config, dataset, tables):
         embeddings = dataset.item_text_embeddings
         dim = tables[0].embedding_dim
+        if dim > embeddings.shape[1]:
+            raise ConfigError(
+                f"the backbone's embedding_size / hidden_size ({dim}) exceeds the LLM embedding dimension "
+                f"({embeddings.shape[1]}); Rec-PCA can only reduce dimensions. Use a text encoder with at "
+                f"least {dim} dimensions or set embedding_size / hidden_size <= {embeddings.shape[1]}."
+            )
         lam = float(config["rec_pca_lambda"]) if config["item_init"] == "rec_pca" else 0.0
         norm_adjacency = None
         if lam > 0:
@@ -108,8 +114,10 @@ class TFLLMER(SequentialRecommender):
             row_normalize=config["rec_pca_row_normalize"],
             whiten=config["rec_pca_whiten"],
         )
+        stats = dict(result.stats)
+        stats.pop("seconds", None)  # rec_pca's per-phase timings; the total is kept below
+        self.tfllmer_info.update({f"rec_pca_{k}": v for k, v in stats.items()})
         self.tfllmer_info["rec_pca_seconds"] = time.perf_counter() - start
-        self.tfllmer_info.update({f"rec_pca_{k}": v for k, v in result.stats.items()})
 
         vectors = np.asarray(result.embeddings, dtype=np.float32)
         if config["init_scale"] is not None:
@@ -125,10 +133,12 @@ class TFLLMER(SequentialRecommender):
     def _log_projection(self, stats, lam, dim, dim_in):
         method = "Rec-PCA" if lam > 0 else "PCA"
         message = f"{method} {dim_in} -> {dim} dims (lambda={lam:g})"
-        if "retained_variance" in stats:
+        if stats.get("retained_variance") is not None:
             message += f": semantic variance kept {stats['retained_variance']:.3f}"
-        if "graph_tv_pca" in stats and "graph_tv" in stats:
-            message += f", graph total variation {stats['graph_tv_pca']:.4g} (PCA) -> {stats['graph_tv']:.4g}"
+        if stats.get("graph_tv") is not None:
+            before = stats.get("graph_tv_pca")
+            before = f"{before:.4g} (PCA) -> " if before is not None else ""
+            message += f", graph total variation {before}{stats['graph_tv']:.4g}"
         self.logger.info(set_color("TFLLMER", "pink") + f" [{self.backbone_name}] {message}")
 
     def _install_normalisation(self, config, table):

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recbole_tfllmer.errors import ConfigError, ItemTextError
+from recbole_tfllmer.errors import ConfigError, ItemTextError, ItemVectorsMissingError
 from recbole_tfllmer.text.encoders import build_text_encoder, config_value
 from recbole_tfllmer.text.item_text import item_texts_from_file, read_header
-from recbole_tfllmer.text.store import (EncodeInfo, encode_with_cache, load_precomputed_embeddings,
-                                        resolve_cache_dir)
+from recbole_tfllmer.text.store import (DEFAULT_CHUNK_SIZE, EncodeInfo, encode_with_cache,
+                                        load_precomputed_embeddings, resolve_cache_dir)
 
 MISSING_POLICIES = ("error", "zero", "mean")
 
@@ -89,6 +89,17 @@ def _missing_policy(config):
     return policy
 
 
+def _chunk_size(config):
+    """`embedding_chunk_size`: items per checksummed chunk of a resumable encoding."""
+    value = config_value(config, "embedding_chunk_size", DEFAULT_CHUNK_SIZE)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"`embedding_chunk_size` must be a positive integer (items per resumable chunk of an encoding); "
+            f"got {value!r}."
+        )
+    return value
+
+
 def _raw_item_tokens(config, iid_field, opts):
     """Every item token the dataset's atomic files mention (before RecBole's filtering), so a
     bring-your-own file covering filtered-out items is fine but a wrong file is caught."""
@@ -112,12 +123,20 @@ def _raw_item_tokens(config, iid_field, opts):
     return known
 
 
-def _apply_missing_policy(matrix, missing_rows, tokens, policy, what):
+def _apply_missing_policy(matrix, missing_rows, tokens, policy, what, error_class=ItemTextError):
     if not missing_rows:
         return
     examples = ", ".join(repr(tokens[i]) for i in missing_rows[:5])
+    if len(missing_rows) == len(tokens) - 1:
+        # No policy can help: every vector would be the same (zeros), Rec-PCA would get an
+        # all-zero matrix and training would silently run without item information.
+        raise error_class(
+            f"every one of the dataset's {len(missing_rows)} items has {what} (e.g. {examples}), so "
+            f"`missing_text_policy: {policy}` would give all items the same vector. Check that the file "
+            f"and the fields are the ones you mean."
+        )
     if policy == "error":
-        raise ItemTextError(
+        raise error_class(
             f"{len(missing_rows)} item(s) of the dataset have {what}, e.g. {examples}. Add them, or set "
             f"`missing_text_policy` to zero or mean to fill their vectors."
         )
@@ -158,7 +177,8 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
                 missing.append(i)
             else:
                 matrix[i] = vectors[j]
-        _apply_missing_policy(matrix, missing, tokens, policy, f"no vector in {precomputed!r}")
+        _apply_missing_policy(matrix, missing, tokens, policy, f"no vector in {precomputed!r}",
+                              error_class=ItemVectorsMissingError)
         unused = len(file_tokens) - (n - 1 - len(missing))
         result = ItemEmbeddings(matrix, tokens, [tokens[i] for i in missing], os.path.abspath(precomputed))
         result.seconds = time.perf_counter() - t0
@@ -173,7 +193,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     )
     row_texts = [None] + [texts_by_token.get(t) for t in tokens[1:]]
     missing = [i for i in range(1, n) if row_texts[i] is None]
-    if missing and policy == "error":  # fail before paying for an encoder
+    if missing and (policy == "error" or len(missing) == n - 1):  # fail before paying for an encoder
         _apply_missing_policy(None, missing, tokens, policy, f"no text in {item_file} (fields {', '.join(fields)})")
 
     present = sorted((i for i in range(1, n) if row_texts[i] is not None), key=lambda i: tokens[i])
@@ -184,6 +204,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
         vectors, info = encode_with_cache(
             encoder, [tokens[i] for i in present], [row_texts[i] for i in present], cache_dir,
             config_value(config, "dataset"), template=template, fields=fields,
+            chunk_size=_chunk_size(config),
         )
         matrix = np.zeros((n, vectors.shape[1]), dtype=np.float32)
         matrix[present] = vectors

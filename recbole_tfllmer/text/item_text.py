@@ -34,7 +34,7 @@ def read_header(item_file, field_separator="\t", encoding="utf-8"):
         with open(item_file, "r", encoding=encoding, newline="") as f:
             head = f.readline()
     except UnicodeDecodeError as e:
-        raise _decode_error(item_file, encoding, e) from None
+        raise decode_error(item_file, encoding, e) from None
     head = head.rstrip("\r\n").lstrip("\ufeff")
     if not head:
         raise ItemTextError(f"Item file '{item_file}' is empty: expected a header line of `name:type` fields.")
@@ -98,22 +98,13 @@ def read_item_table(item_file, id_field, fields, field_separator="\t", seq_separ
             engine="python",
         )
     except UnicodeDecodeError as e:
-        raise _decode_error(item_file, encoding, e) from None
+        raise decode_error(item_file, encoding, e) from None
     except pd.errors.ParserError as e:
-        line = _first_bad_line(item_file, field_separator, encoding, len(header))
-        where = f"line {line[0]} has {line[1]} fields" if line else str(e)
-        raise ItemTextError(
-            f"Item file '{item_file}' is garbled: the header has {len(header)} fields but {where}. "
-            f"Check `field_separator` ({field_separator!r}) and quote fields that contain it."
-        ) from None
+        raise garbled_file_error(item_file, field_separator, encoding, len(header), str(e).strip()) from None
 
     if len(df.columns) != len(header) or not isinstance(df.index, pd.RangeIndex) or df.isna().to_numpy().any():
-        line = _first_bad_line(item_file, field_separator, encoding, len(header))
-        where = f"line {line[0]} has {line[1]} fields" if line else "some rows have the wrong number of fields"
-        raise ItemTextError(
-            f"Item file '{item_file}' is garbled: the header has {len(header)} fields but {where}. "
-            f"Check `field_separator` ({field_separator!r}) and quote fields that contain it."
-        )
+        raise garbled_file_error(item_file, field_separator, encoding, len(header),
+                                 "some rows have the wrong number of fields")
     df.columns = names
 
     tokens = df[id_field].tolist()
@@ -250,21 +241,58 @@ def item_texts_from_file(item_file, id_field, fields=None, template=None, field_
 
 
 def _first_bad_line(item_file, field_separator, encoding, n_fields):
-    """(line number, field count) of the first data row with the wrong count, or None."""
+    """(line number, field count, physical lines the record spans) of the first data row
+    with the wrong field count, or None. Parsed with the CSV quoting pandas uses, so a
+    field that opens a double quote and never closes it shows up as one record running
+    over many lines."""
     with open(item_file, "r", encoding=encoding, newline="") as f:
         reader = csv.reader(f, delimiter=field_separator, quotechar='"', doublequote=True)
         start = 1
-        for i, row in enumerate(reader):
-            if i > 0 and row and len(row) != n_fields:
-                return start, len(row)
-            start = reader.line_num + 1
+        try:
+            for i, row in enumerate(reader):
+                if i > 0 and row and len(row) != n_fields:
+                    return start, len(row), reader.line_num - start + 1
+                start = reader.line_num + 1
+        except csv.Error:
+            return start, None, reader.line_num - start + 1
     return None
 
 
-def _decode_error(item_file, encoding, err):
+def _file_kind(path):
+    return "Interaction file" if str(path).endswith(".inter") else "Item file"
+
+
+def garbled_file_error(path, field_separator, encoding, n_fields, fallback, error_class=None):
+    """ItemTextError (or `error_class`) naming the first malformed line of an atomic file.
+
+    Wrong field counts and unbalanced double quotes (a field that starts with `"` and is
+    never closed swallows the following lines) are told apart, each with its fix.
+    """
+    error_class = error_class or ItemTextError
+    kind = _file_kind(path)
+    try:
+        bad = _first_bad_line(path, field_separator, encoding, n_fields)
+    except (OSError, UnicodeDecodeError):
+        bad = None
+    if bad is not None and bad[2] > 1:
+        return error_class(
+            f"{kind} '{path}' is garbled: line {bad[0]} opens a double quote (\") that is not closed on that "
+            f"line, so the field runs on over {bad[2]} lines. Close or remove the quote, or write a literal "
+            f"quote as \"\" inside a quoted field."
+        )
+    where = f"line {bad[0]} has {bad[1]} fields" if bad is not None and bad[1] is not None else fallback
+    return error_class(
+        f"{kind} '{path}' is garbled: the header has {n_fields} fields but {where}. "
+        f"Check `field_separator` ({field_separator!r}) and quote fields that contain it."
+    )
+
+
+def decode_error(path, encoding, err, error_class=None):
+    """ItemTextError (or `error_class`) naming the first line that is not valid `encoding`."""
+    error_class = error_class or ItemTextError
     line = None
     try:
-        with open(item_file, "rb") as f:
+        with open(path, "rb") as f:
             for i, raw in enumerate(f, start=1):
                 try:
                     raw.decode(encoding)
@@ -274,7 +302,7 @@ def _decode_error(item_file, encoding, err):
     except OSError:
         pass
     where = f"line {line}" if line else f"byte {err.start}"
-    return ItemTextError(
-        f"Item file '{item_file}' cannot be decoded as {encoding!r} ({where}: {err.reason}). "
+    return error_class(
+        f"{_file_kind(path)} '{path}' cannot be decoded as {encoding!r} ({where}: {err.reason}). "
         f"Set the `encoding` option to the file's encoding (e.g. encoding: latin-1)."
     )
