@@ -24,5 +24,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Long: runs (or resumes) the ml-100k board; see README "Leaderboard".
+leaderboard: $(STAMP)
+	$(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/ml-100k.yaml
+
 clean:
 	rm -rf saved log log_tensorboard .pytest_cache

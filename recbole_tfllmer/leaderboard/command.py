@@ -1,0 +1,166 @@
+"""`python -m recbole_tfllmer.leaderboard --config leaderboards/<name>.yaml [options]`.
+
+Runs every cell of the leaderboard that has no finished cell file yet (same fingerprint),
+each in a fresh Python process, then regenerates the summary from the cell files. Kill it
+at any time and start it again: finished cells are skipped, a half-run cell is run again.
+Several workers (processes, or machines sharing the results folder) can run at once: each
+cell is claimed before it runs (`claims/`), and a claim whose process is gone is taken over.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from recbole_tfllmer.leaderboard.spec import cell_matches, load_spec, parse_only
+from recbole_tfllmer.leaderboard.store import CellStore, atomic_write_json
+
+
+def ordered_cells(spec):
+    """Seed-major order: all cells of the first seed first, so a partial run has whole seeds."""
+    seeds = {s: i for i, s in enumerate(spec.seeds)}
+    datasets = {d: i for i, d in enumerate(spec.datasets)}
+    backbones = {b: i for i, b in enumerate(spec.backbones)}
+    methods = {m: i for i, m in enumerate(spec.methods)}
+    kinds = {k: i for i, k in enumerate(spec.vector_kinds)}
+    return sorted(
+        spec.cells(),
+        key=lambda c: (datasets[c.dataset], seeds[c.seed], backbones[c.backbone], kinds.get(c.vectors, -1), methods[c.method]),
+    )
+
+
+def make_job(spec, cell, store, workdir, threads=None):
+    files, config = spec.cell_inputs(cell)
+    return {
+        "leaderboard": spec.name,
+        "cell_id": cell.cell_id,
+        "cell": cell.key(),
+        "fingerprint": spec.fingerprint(cell),
+        "config_files": files,
+        "config_dict": config,
+        "conditioning": spec.conditioning,
+        "longtail": spec.longtail,
+        "results_dir": str(store.root),
+        "workdir": str(workdir),
+        "threads": threads,
+    }
+
+
+def run_job_subprocess(job, workdir, log_path):
+    job_path = Path(workdir) / "jobs" / f"{job['cell_id']}.json"
+    atomic_write_json(job_path, job)
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    repo_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "recbole_tfllmer.leaderboard.runner", str(job_path)],
+            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    return proc.returncode
+
+
+def run_job_in_process(job, workdir):
+    from recbole_tfllmer.leaderboard.runner import run_cell
+
+    store = CellStore(job["results_dir"])
+    cwd = os.getcwd()
+    os.chdir(workdir)  # RecBole writes ./log and ./log_tensorboard
+    try:
+        record = run_cell(job, workdir=workdir)
+    finally:
+        os.chdir(cwd)
+    store.write(job["cell_id"], record)
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m recbole_tfllmer.leaderboard", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="leaderboard yaml (leaderboards/<name>.yaml)")
+    p.add_argument("--results-root", default=None, help="folder holding <leaderboard>/ (default: <repo>/results)")
+    p.add_argument("--workdir", default=None,
+                   help="scratch folder for RecBole logs, checkpoints and job files (default: $TMPDIR/tfllmer-leaderboard/<name>)")
+    p.add_argument("--only", action="append", default=[],
+                   help="filter cells: field=v1,v2 (fields: dataset backbone method vectors seed); repeat to AND")
+    p.add_argument("--summary-only", action="store_true", help="only regenerate the summary from the cell files")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--list", action="store_true", help="list the cells and whether they are done, run nothing")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per cell process")
+    p.add_argument("--in-process", action="store_true", help="run cells in this process (tests, debugging)")
+    p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
+    p.add_argument("--rerun-failed", action="store_true", default=True, help=argparse.SUPPRESS)
+    return p
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    spec = load_spec(args.config)
+    store = CellStore(spec.results_dir(args.results_root))
+    filters = parse_only(args.only)
+    cells = [c for c in ordered_cells(spec) if cell_matches(c, filters)]
+
+    if args.list:
+        for c in cells:
+            print(("done   " if store.is_done(c.cell_id, spec.fingerprint(c)) else "todo   ") + c.cell_id)
+        return 0
+
+    if not args.summary_only:
+        workdir = Path(args.workdir or Path(tempfile.gettempdir()) / "tfllmer-leaderboard" / spec.name).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        todo = [c for c in cells if not store.is_done(c.cell_id, spec.fingerprint(c))]
+        log(f"leaderboard {spec.name}: {len(cells)} cells selected, {len(cells) - len(todo)} already done, "
+            f"{len(todo)} to run (results: {store.root}, scratch: {workdir})")
+        ran = failed = 0
+        for i, cell in enumerate(todo):
+            if args.max_cells is not None and ran >= args.max_cells:
+                break
+            fp = spec.fingerprint(cell)
+            if store.is_done(cell.cell_id, fp):  # another worker finished it meanwhile
+                continue
+            if not store.claim(cell.cell_id):
+                log(f"skip {cell.cell_id}: claimed by another live worker")
+                continue
+            try:
+                job = make_job(spec, cell, store, workdir, args.threads)
+                t0 = time.perf_counter()
+                log(f"run  {cell.cell_id} ({i + 1}/{len(todo)})")
+                if args.in_process:
+                    rc = run_job_in_process(job, workdir)
+                else:
+                    rc = run_job_subprocess(job, workdir, workdir / "logs" / f"{cell.cell_id}.log")
+                ran += 1
+                if rc == 0 and store.is_done(cell.cell_id, fp):
+                    rec = store.read(cell.cell_id)
+                    log(f"done {cell.cell_id} in {time.perf_counter() - t0:.0f}s: test NDCG@10 "
+                        f"{rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
+                        f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}")
+                else:
+                    failed += 1
+                    log(f"FAIL {cell.cell_id} (rc={rc}); see {workdir / 'logs' / (cell.cell_id + '.log')} "
+                        f"and {store.failed_dir / (cell.cell_id + '.json')}")
+            finally:
+                store.release(cell.cell_id)
+            try:
+                from recbole_tfllmer.leaderboard.summary import write_summary
+
+                write_summary(spec, store, plots=False)
+            except Exception as exc:  # the summary must never stop the queue
+                log(f"summary failed: {exc!r}")
+        log(f"ran {ran} cell(s), {failed} failed")
+
+    from recbole_tfllmer.leaderboard.summary import write_summary
+
+    rows, written = write_summary(spec, store, plots=not args.no_plots)
+    for path in written:
+        log(f"wrote {path}")
+    return 0

@@ -1,0 +1,238 @@
+"""Leaderboard specification: a yaml that names datasets x backbones x methods x seeds x vector kinds.
+
+A *cell* is one training run. Its RecBole configuration is layered exactly as a user would
+layer it on the command line of `run_recbole_tfllmer.py`:
+
+    config_file_list = [<dataset properties>, properties/method/<Method>.yaml]
+    config_dict      = shared overrides  <  dataset overrides  <  backbone overrides
+                       <  vector-kind options  <  per-method overrides  <  {backbone, seed, ...}
+
+so every method goes through the same `model: TFLLMER` code path and differs only by its
+option preset. Methods whose preset has `item_init: random` use no LLM vectors: they get
+the single vector kind "none" (one run per backbone/seed, shown beside both kinds).
+"""
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NO_VECTORS = "none"
+
+DEFAULT_VECTOR_KINDS = {
+    # sentence-transformers MiniLM: mean pooling + the pipeline's final L2 normalisation
+    "st": {"text_encoder": "all-MiniLM-L6-v2", "text_encoder_type": "sentence-transformers"},
+    # the same network's raw mean-pooled hidden states, no final normalisation
+    "raw": {
+        "text_encoder": "all-MiniLM-L6-v2",
+        "text_encoder_type": "transformers",
+        "text_pooling": "mean",
+        "text_normalize": False,
+    },
+}
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    backbone: str
+    method: str
+    vectors: str
+    seed: int
+
+    @property
+    def cell_id(self):
+        return f"{self.dataset}__{self.backbone}__{self.method}__{self.vectors}__seed{self.seed}"
+
+    def key(self):
+        return {
+            "dataset": self.dataset,
+            "backbone": self.backbone,
+            "method": self.method,
+            "vectors": self.vectors,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class LeaderboardSpec:
+    name: str
+    path: Path
+    datasets: dict  # name -> {"properties": path, "overrides": {...}}
+    backbones: list
+    methods: list
+    seeds: list
+    vector_kinds: dict  # name -> option dict
+    overrides: dict = field(default_factory=dict)
+    backbone_overrides: dict = field(default_factory=dict)
+    method_overrides: dict = field(default_factory=dict)
+    method_dir: Path = REPO_ROOT / "properties" / "method"
+    protocol: str = ""
+    conditioning: dict = field(default_factory=lambda: {"sample_size": 256, "seed": 0})
+    longtail: dict = field(default_factory=lambda: {"buckets": 5, "k": 10})
+    raw: dict = field(default_factory=dict)
+
+    # -- paths --------------------------------------------------------------------------
+    def results_dir(self, root=None):
+        return Path(root or REPO_ROOT / "results") / self.name
+
+    def method_file(self, method):
+        path = Path(self.method_dir) / f"{method}.yaml"
+        if not path.is_file():
+            raise SpecError(f"method {method!r}: no preset file {path}")
+        return path
+
+    def method_options(self, method):
+        with open(self.method_file(method), encoding="utf-8") as f:
+            options = yaml.safe_load(f) or {}
+        options.update(self.method_overrides.get(method) or {})
+        return options
+
+    def uses_vectors(self, method):
+        return self.method_options(method).get("item_init", "rec_pca") != "random"
+
+    # -- cells --------------------------------------------------------------------------
+    def cells(self):
+        out = []
+        for dataset in self.datasets:
+            for backbone in self.backbones:
+                for method in self.methods:
+                    kinds = list(self.vector_kinds) if self.uses_vectors(method) else [NO_VECTORS]
+                    for vectors in kinds:
+                        for seed in self.seeds:
+                            out.append(Cell(dataset, backbone, method, vectors, int(seed)))
+        return out
+
+    def cell_inputs(self, cell, checkpoint_dir=None):
+        """(config_file_list, config_dict) for RecBole, plus a fingerprint of everything that matters."""
+        ds = self.datasets[cell.dataset]
+        files = [str(ds["properties"]), str(self.method_file(cell.method))]
+        config = {}
+        config.update(copy.deepcopy(self.overrides))
+        config.update(copy.deepcopy(ds.get("overrides") or {}))
+        config.update(copy.deepcopy(self.backbone_overrides.get(cell.backbone) or {}))
+        if cell.vectors != NO_VECTORS:
+            config.update(copy.deepcopy(self.vector_kinds[cell.vectors]))
+        config.update(copy.deepcopy(self.method_overrides.get(cell.method) or {}))
+        config.update({"model": "TFLLMER", "backbone": cell.backbone, "seed": cell.seed})
+        if checkpoint_dir is not None:
+            config["checkpoint_dir"] = str(checkpoint_dir)
+        return files, config
+
+    def fingerprint(self, cell):
+        files, config = self.cell_inputs(cell)
+        config.pop("checkpoint_dir", None)
+        blob = {
+            "files": [Path(f).read_text(encoding="utf-8") for f in files],
+            "config": config,
+            "conditioning": self.conditioning,
+            "longtail": self.longtail,
+        }
+        text = json.dumps(blob, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _resolve(path, base):
+    path = Path(os.path.expanduser(str(path)))
+    if path.is_absolute():
+        return path
+    for root in (base, REPO_ROOT):
+        if (root / path).exists():
+            return (root / path).resolve()
+    return (REPO_ROOT / path).resolve()
+
+
+def load_spec(path):
+    path = Path(path).resolve()
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    return spec_from_dict(raw, path)
+
+
+def spec_from_dict(raw, path=None):
+    path = Path(path) if path else REPO_ROOT / "leaderboards" / "inline.yaml"
+    base = path.parent
+    for key in ("datasets", "backbones", "methods", "seeds"):
+        if not raw.get(key):
+            raise SpecError(f"leaderboard {path}: `{key}` is missing or empty")
+    datasets = {}
+    for name, entry in raw["datasets"].items():
+        entry = dict(entry or {})
+        if "properties" not in entry:
+            raise SpecError(f"dataset {name!r}: give its `properties` yaml")
+        entry["properties"] = _resolve(entry["properties"], base)
+        overrides = dict(entry.get("overrides") or {})
+        if "data_path" in overrides:  # relative data paths are relative to the repository root
+            overrides["data_path"] = str(_resolve(overrides["data_path"], REPO_ROOT)) + os.sep
+        entry["overrides"] = overrides
+        datasets[str(name)] = entry
+    kinds = raw.get("vector_kinds")
+    if kinds is None:
+        kinds = DEFAULT_VECTOR_KINDS
+    elif isinstance(kinds, list):
+        unknown = [k for k in kinds if k not in DEFAULT_VECTOR_KINDS]
+        if unknown:
+            raise SpecError(f"unknown vector kinds {unknown}; define them as a mapping name -> options")
+        kinds = {k: DEFAULT_VECTOR_KINDS[k] for k in kinds}
+    if NO_VECTORS in kinds:
+        raise SpecError(f"vector kind name {NO_VECTORS!r} is reserved for methods without LLM vectors")
+    spec = LeaderboardSpec(
+        name=str(raw.get("name") or path.stem),
+        path=path,
+        datasets=datasets,
+        backbones=[str(b) for b in raw["backbones"]],
+        methods=[str(m) for m in raw["methods"]],
+        seeds=[int(s) for s in raw["seeds"]],
+        vector_kinds={str(k): dict(v or {}) for k, v in kinds.items()},
+        overrides=dict(raw.get("overrides") or {}),
+        backbone_overrides=dict(raw.get("backbone_overrides") or {}),
+        method_overrides=dict(raw.get("method_overrides") or {}),
+        method_dir=_resolve(raw.get("method_dir", "properties/method"), base),
+        protocol=str(raw.get("protocol") or "").strip(),
+        conditioning={"sample_size": 256, "seed": 0, **(raw.get("conditioning") or {})},
+        longtail={"buckets": 5, "k": 10, **(raw.get("longtail") or {})},
+        raw=raw,
+    )
+    for method in spec.methods:
+        spec.method_file(method)
+    return spec
+
+
+def parse_only(items):
+    """`--only method=TFLLMER,NormOnly --only seed=2020` -> {"method": {...}, "seed": {...}}.
+
+    A bare value (`--only SASRec`) matches any of the cell's fields.
+    """
+    filters = {}
+    for item in items or []:
+        for part in item.split():
+            if "=" in part:
+                key, values = part.split("=", 1)
+                filters.setdefault(key.strip(), set()).update(v.strip() for v in values.split(",") if v.strip())
+            else:
+                filters.setdefault("*", set()).update(v.strip() for v in part.split(",") if v.strip())
+    valid = {"dataset", "backbone", "method", "vectors", "seed", "*"}
+    bad = set(filters) - valid
+    if bad:
+        raise SpecError(f"--only: unknown field(s) {sorted(bad)}; use {sorted(valid - {'*'})}")
+    return filters
+
+
+def cell_matches(cell, filters):
+    key = {k: str(v) for k, v in cell.key().items()}
+    for field_name, values in filters.items():
+        if field_name == "*":
+            if not values & set(key.values()):
+                return False
+        elif key[field_name] not in values:
+            return False
+    return True

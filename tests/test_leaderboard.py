@@ -1,0 +1,245 @@
+"""Leaderboard: aggregation/markdown, resume, atomic cell files, long-tail buckets, one real tiny cell."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_tfllmer.leaderboard import command
+from recbole_tfllmer.leaderboard.longtail import bucket_metrics, hit_at_k, ndcg_at_k, popularity_buckets
+from recbole_tfllmer.leaderboard.spec import NO_VECTORS, Cell, cell_matches, parse_only, spec_from_dict
+from recbole_tfllmer.leaderboard.store import CellStore, atomic_write_json
+from recbole_tfllmer.leaderboard.summary import aggregate, best_flags, mean_std, to_csv, to_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_record(method, seed, ndcg10, vectors="st", backbone="GRU4Rec", dataset="ml-100k", cond=(100.0, 50.0)):
+    return {
+        "status": "done",
+        "cell_id": Cell(dataset, backbone, method, vectors, seed).cell_id,
+        "dataset": dataset, "backbone": backbone, "method": method, "vectors": vectors, "seed": seed,
+        "test": {"ndcg@10": ndcg10, "ndcg@20": ndcg10 + 0.01, "hit@10": 2 * ndcg10, "hit@20": 3 * ndcg10},
+        "best_valid": {"ndcg@10": ndcg10 / 2},
+        "conditioning": {"init": {"mean": cond[0], "median": cond[0]}, "end": {"mean": cond[1], "median": cond[1]}},
+        "train_loss_per_batch": [7.0, 6.5, 6.2],
+        "epochs_run": 3, "best_epoch": 2, "epoch_train_seconds": [1.0, 1.0, 1.0],
+        "timings": {"fit_seconds": 3.0, "embedding_seconds": 0.1, "graph_seconds": 0.01, "rec_pca_seconds": 0.02},
+        "memory": {"peak_rss_mb": 500.0},
+        "longtail": {"buckets": [{"bucket": b, "n": 2, "pop_min": b, "pop_max": b, "ndcg@10": ndcg10 * b, "hit@10": 0.0}
+                                 for b in range(5)]},
+    }
+
+
+def tiny_spec(tmp_path, methods=("RandInit", "TFLLMER"), seeds=(1, 2)):
+    return spec_from_dict(
+        {
+            "name": "tiny",
+            "protocol": "Leave-one-out, full ranking.",
+            "datasets": {"ml-100k": {"properties": str(REPO / "properties" / "ml-100k.yaml")}},
+            "backbones": ["GRU4Rec"],
+            "methods": list(methods),
+            "seeds": list(seeds),
+            "vector_kinds": ["st", "raw"],
+            "overrides": {"epochs": 1},
+        },
+        tmp_path / "tiny.yaml",
+    )
+
+
+# -- aggregation and outputs -----------------------------------------------------------------
+def test_mean_std_over_seeds():
+    mean, std = mean_std([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2)
+    assert std == pytest.approx(0.1)  # sample std (ddof=1)
+    assert mean_std([0.5]) == (0.5, 0.0)
+    assert all(math.isnan(v) for v in mean_std([None, float("nan")]))
+
+
+def test_aggregate_groups_seeds_and_orders_methods():
+    records = [fake_record("TFLLMER", s, v) for s, v in [(1, 0.10), (2, 0.20), (3, 0.30)]]
+    records += [fake_record("RandInit", s, v, vectors=NO_VECTORS) for s, v in [(1, 0.05), (2, 0.07)]]
+    rows = aggregate(records, method_order=["RandInit", "TFLLMER"], vector_order=["st"])
+    assert [(r["method"], r["n_seeds"]) for r in rows] == [("RandInit", 2), ("TFLLMER", 3)]
+    tf = rows[1]
+    assert tf["test_ndcg@10_mean"] == pytest.approx(0.2)
+    assert tf["test_ndcg@10_std"] == pytest.approx(0.1)
+    assert tf["test_hit@10_mean"] == pytest.approx(0.4)
+    assert tf["seeds"] == "1 2 3"
+    assert tf["cond_init_mean"] == pytest.approx(100.0)
+    assert tf["longtail_b4_ndcg@10_mean"] == pytest.approx(0.8)
+
+
+def test_markdown_bolds_best_per_column_and_states_protocol():
+    records = [fake_record("TFLLMER", s, 0.2) for s in (1, 2)]
+    records += [fake_record("LLMInit", s, 0.1) for s in (1, 2)]
+    rows = aggregate(records, method_order=["LLMInit", "TFLLMER"])
+    md = to_markdown(rows, "Board", "Full ranking, leave-one-out.")
+    assert md.index("## Protocol") < md.index("| Method")
+    assert "Full ranking, leave-one-out." in md
+    tf_line = next(line for line in md.splitlines() if line.startswith("| TFLLMER"))
+    ll_line = next(line for line in md.splitlines() if line.startswith("| LLMInit"))
+    assert "**0.2000 ± 0.0000**" in tf_line  # NDCG@10: TFLLMER best
+    assert "**" not in ll_line
+    # ties are all bold
+    assert best_flags([{"c": 0.1}, {"c": 0.1}, {"c": 0.05}], "c") == {0, 1}
+    assert best_flags([{"c": 0.1}, {"c": 0.05}], "c", bigger=False) == {1}
+
+
+def test_csv_has_one_row_per_group_with_means():
+    rows = aggregate([fake_record("TFLLMER", s, v) for s, v in [(1, 0.1), (2, 0.3)]])
+    text = to_csv(rows)
+    header, line = text.strip().splitlines()
+    fields = dict(zip(header.split(","), line.split(",")))
+    assert fields["method"] == "TFLLMER" and fields["n_seeds"] == "2"
+    assert float(fields["test_ndcg@10_mean"]) == pytest.approx(0.2)
+    assert float(fields["test_ndcg@10_std"]) == pytest.approx(math.sqrt(0.02))
+
+
+# -- spec, filters ---------------------------------------------------------------------------
+def test_spec_cells_random_init_has_no_vector_kind(tmp_path):
+    spec = tiny_spec(tmp_path)
+    ids = {c.cell_id for c in spec.cells()}
+    assert "ml-100k__GRU4Rec__RandInit__none__seed1" in ids
+    assert "ml-100k__GRU4Rec__TFLLMER__raw__seed2" in ids
+    assert len(ids) == 2 * (1 + 2)
+    files, config = spec.cell_inputs(Cell("ml-100k", "GRU4Rec", "TFLLMER", "raw", 1))
+    assert files[-1].endswith("TFLLMER.yaml")
+    assert config["text_encoder_type"] == "transformers" and config["text_normalize"] is False
+    assert config["backbone"] == "GRU4Rec" and config["seed"] == 1 and config["epochs"] == 1
+    assert spec.fingerprint(Cell("ml-100k", "GRU4Rec", "TFLLMER", "raw", 1)) != spec.fingerprint(
+        Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 1))
+
+
+def test_only_filters():
+    cell = Cell("ml-100k", "SASRec", "TFLLMER", "st", 2020)
+    assert cell_matches(cell, parse_only(["method=TFLLMER,NormOnly", "seed=2020"]))
+    assert not cell_matches(cell, parse_only(["backbone=GRU4Rec"]))
+    assert cell_matches(cell, parse_only(["SASRec"]))
+
+
+# -- atomic cell files and resume -------------------------------------------------------------
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "cells" / "a.json"
+    atomic_write_json(path, {"status": "done", "x": 1})
+    assert json.loads(path.read_text()) == {"status": "done", "x": 1}
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_json(path, {"status": "done", "x": 2, "big": list(range(10000))})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"status": "done", "x": 1}  # old content intact
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]  # temp file removed
+
+    # a stray temp file from a hard kill is never read as a cell
+    (path.parent / ".b.json.123.tmp").write_text('{"status": "do')
+    assert [r["x"] for r in CellStore(tmp_path).read_all()] == [1]
+
+
+def test_nan_is_stored_as_null(tmp_path):
+    path = atomic_write_json(tmp_path / "c.json", {"v": float("nan"), "w": [1.0, float("inf")]})
+    assert json.loads(path.read_text()) == {"v": None, "w": [1.0, None]}
+
+
+def test_resume_skips_done_cells_and_reruns_stale(tmp_path, monkeypatch):
+    spec = tiny_spec(tmp_path)
+    yaml_path = tmp_path / "tiny.yaml"
+    import yaml
+
+    yaml_path.write_text(yaml.safe_dump(spec.raw))
+    results = tmp_path / "results"
+    ran = []
+
+    def fake_run(job, workdir, log_path):
+        ran.append(job["cell_id"])
+        record = fake_record(job["cell"]["method"], job["cell"]["seed"], 0.1, vectors=job["cell"]["vectors"])
+        record["fingerprint"] = job["fingerprint"]
+        CellStore(job["results_dir"]).write(job["cell_id"], record)
+        return 0
+
+    monkeypatch.setattr(command, "run_job_subprocess", fake_run)
+    args = ["--config", str(yaml_path), "--results-root", str(results), "--workdir", str(tmp_path / "w"), "--no-plots"]
+
+    # first run is "killed" after two cells
+    command.main(args + ["--max-cells", "2"])
+    assert len(ran) == 2
+    first = list(ran)
+    # resume: the two done cells are skipped, the other four run
+    ran.clear()
+    command.main(args)
+    assert len(ran) == 4 and not set(first) & set(ran)
+    # nothing left
+    ran.clear()
+    command.main(args)
+    assert ran == []
+    # a cell file from another configuration (other fingerprint) is run again
+    store = CellStore(results / "tiny")
+    rec = store.read(first[0])
+    rec["fingerprint"] = "other"
+    store.write(first[0], rec)
+    command.main(args)
+    assert ran == [first[0]]
+    # a live claim by another worker is respected; a claim of a dead process is taken over
+    assert store.claim(first[1]) and not store.claim(first[1])
+    store.release(first[1])
+    (store.claims_dir / f"{first[1]}.claim").write_text("%s 999999999 %d\n" % (os.uname().nodename, 10**10))
+    assert store.claim(first[1])
+    md = (results / "tiny" / "leaderboard.md").read_text()
+    assert "Cells: 6 of 6 done" in md
+
+
+# -- long tail --------------------------------------------------------------------------------
+def test_long_tail_buckets_on_hand_made_ranks():
+    # 6 test users; their targets' training popularity and the rank each target got
+    popularity = np.array([50, 1, 10, 3, 100, 1])
+    ranks = np.array([1, 30, 3, 11, 2, 10])
+    assert popularity_buckets(popularity, 3).tolist() == [2, 0, 1, 1, 2, 0]  # sorted: 1,1 | 3,10 | 50,100
+    out = bucket_metrics(ranks, popularity, n_buckets=3, k=10)
+    assert [b["n"] for b in out] == [2, 2, 2]
+    assert [(b["pop_min"], b["pop_max"]) for b in out] == [(1, 1), (3, 10), (50, 100)]
+    # bucket 0: ranks 30 (miss), 10 (1/log2(11)); bucket 1: ranks 11 (miss), 3 (1/log2(4) = 0.5)
+    assert out[0]["ndcg@10"] == pytest.approx((0 + 1 / math.log2(11)) / 2)
+    assert out[1]["ndcg@10"] == pytest.approx(0.25)
+    assert out[2]["ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 2)
+    assert out[0]["hit@10"] == pytest.approx(0.5)
+    # the buckets' size-weighted mean is the overall NDCG@10
+    overall = ndcg_at_k(ranks, 10).mean()
+    assert sum(b["ndcg@10"] * b["n"] for b in out) / len(ranks) == pytest.approx(overall)
+    assert hit_at_k(ranks, 10).tolist() == [1, 0, 1, 0, 1, 1]
+
+
+# -- one real tiny cell -----------------------------------------------------------------------
+def test_real_tiny_cell_matches_recbole_and_is_deterministic(ml_slice, tmp_path, in_tmp):
+    pytest.importorskip("recbole_tfllmer.diagnostics.conditioning")
+    from tests.conftest import slice_config
+
+    from recbole_tfllmer.leaderboard.runner import run_cell
+
+    data_path, name = ml_slice
+    config = slice_config(data_path, name, tmp_path, epochs=1, topk=[10, 20], metric_decimal_place=10,
+                          model="TFLLMER", backbone="GRU4Rec", seed=7)
+    job = {
+        "cell_id": "tiny", "cell": {"dataset": name, "backbone": "GRU4Rec", "method": "RandInit", "vectors": "none", "seed": 7},
+        "config_files": [str(REPO / "properties" / "method" / "RandInit.yaml")], "config_dict": config,
+        "conditioning": {"sample_size": 32, "seed": 0}, "longtail": {"buckets": 3, "k": 10},
+        "init_logger": False,
+    }
+    a = run_cell(job, workdir=tmp_path / "w1")
+    b = run_cell(job, workdir=tmp_path / "w2")
+    # our own full-sort pass reproduces RecBole's test metrics (NDCG/HR @10 and @20)
+    assert a["longtail"]["abs_diff"] < 1e-6
+    assert set(a["longtail"]["own_overall"]) == {"ndcg@10", "ndcg@20", "hit@10", "hit@20"}
+    assert sum(x["n"] for x in a["longtail"]["buckets"]) == a["longtail"]["n_test_rows"] == 60
+    # same seed -> same metrics, losses, validation curve and conditioning
+    assert a["test"] == b["test"]
+    assert a["train_loss"] == b["train_loss"]
+    assert a["valid_scores"] == b["valid_scores"]
+    assert a["conditioning"]["init"]["mean"] == pytest.approx(b["conditioning"]["init"]["mean"], rel=1e-9)
+    assert a["epochs_run"] == 1 and len(a["epoch_train_seconds"]) == 1
+    assert a["conditioning"]["init"]["mean"] >= 1.0
