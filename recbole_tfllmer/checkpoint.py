@@ -10,13 +10,13 @@ pickle payload is rejected without executing anything.
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from enum import Enum
 
 import numpy as np
 import torch
 
+from recbole_tfllmer.atomic import atomic_write
 from recbole_tfllmer.errors import CheckpointError
 
 FORMAT = "recbole_tfllmer.checkpoint/1"
@@ -51,20 +51,8 @@ def config_to_json(config):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """torch.save through an atomic write: a crash never leaves a half-written checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 PLUGIN_KEYS = ("state_dict", "config")

@@ -10,9 +10,10 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
+
+from recbole_tfllmer.atomic import atomic_write_text
 
 
 def _json_default(value):
@@ -51,43 +52,8 @@ def atomic_write_json(path, payload):
     A reader sees either the old file, or the complete new one, never a partial file; a crash
     leaves at most a stray `.tmp` file, which `read_cells` ignores.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(json.loads(json.dumps(payload, default=_json_default))), indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path, text):
-    """Same guarantee as atomic_write_json, for summaries (csv/md)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(path, text + "\n")
     return path
 
 

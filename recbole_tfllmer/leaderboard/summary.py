@@ -206,7 +206,7 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None):
 
 def write_summary(spec, store, out_dir=None, plots=True):
     """Regenerate leaderboard.csv, cells.csv, leaderboard.md (and plots) from the cell files."""
-    from recbole_tfllmer.leaderboard.store import atomic_write_text
+    from recbole_tfllmer.atomic import atomic_write_text
 
     out_dir = Path(out_dir or store.root)
     records = store.read_all()

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from recbole_tfllmer.atomic import atomic_write
 from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, EmbeddingFileNotFoundError
 
 CACHE_FORMAT = 1
@@ -119,49 +120,9 @@ def resolve_cache_dir(config):
 
 
 # --------------------------------------------------------------------------- atomic io
-class _HashingWriter:
-    def __init__(self, f):
-        self._f = f
-        self.sha = hashlib.sha256()
-
-    def write(self, b):
-        self.sha.update(b)
-        return self._f.write(b)
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path, write_fn):
-    """Write via a temp file in the same dir + fsync + os.replace; returns sha256 hex."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer = _HashingWriter(f)
-            write_fn(writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-    return writer.sha.hexdigest()
+    """Atomic write (see recbole_tfllmer.atomic); returns the sha256 of the bytes written."""
+    return atomic_write(path, write_fn, hash_bytes=True)
 
 
 def _save_npy_atomic(path, array):
