@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from recbole_tfllmer.errors import ConfigError, ItemTextError, ItemVectorsMissingError
+from recbole_tfllmer.method.options import MISSING_TEXT_POLICIES
 from recbole_tfllmer.text.encoders import build_text_encoder, config_value
 from recbole_tfllmer.text.item_text import item_texts_from_file, read_header
 from recbole_tfllmer.text.store import (DEFAULT_CHUNK_SIZE, EncodeInfo, encode_with_cache,
                                         load_precomputed_embeddings, resolve_cache_dir)
 
-MISSING_POLICIES = ("error", "zero", "mean")
 
 
 def _logger():
@@ -84,8 +84,8 @@ def _reader_options(config):
 
 def _missing_policy(config):
     policy = config_value(config, "missing_text_policy", "error")
-    if policy not in MISSING_POLICIES:
-        raise ConfigError(f"`missing_text_policy` must be one of {', '.join(MISSING_POLICIES)}; got {policy!r}.")
+    if policy not in MISSING_TEXT_POLICIES:
+        raise ConfigError(f"`missing_text_policy` must be one of {', '.join(MISSING_TEXT_POLICIES)}; got {policy!r}.")
     return policy
 
 
