@@ -10,6 +10,7 @@ pickle payload is rejected without executing anything.
 import json
 import os
 import pickle
+import random
 import zipfile
 from enum import Enum
 
@@ -97,10 +98,6 @@ def load_checkpoint(path, map_location=None, required=PLUGIN_KEYS):
 # other dropout masks and another shuffle than the uninterrupted run from the same seed.
 def rng_state(generator=None):
     """The global RNG states (python, numpy, torch CPU and CUDA) and `generator`'s, if any."""
-    import random
-
-    import numpy as np
-
     kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {
@@ -116,10 +113,6 @@ def rng_state(generator=None):
 
 def set_rng_state(state):
     """Restore what `rng_state` saved (the `generator` entry is the caller's to restore)."""
-    import random
-
-    import numpy as np
-
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     nps = state["numpy"]
