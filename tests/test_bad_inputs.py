@@ -627,6 +627,12 @@ CASES = [
     Case("lambda-not-a-number", "`--rec_pca_lambda=abc`", errors.ConfigError,
          "option `rec_pca_lambda` must be a finite number (the weight of the graph term", command_line(
              "--rec_pca_lambda=abc"), ("'abc'",)),
+    Case("rec-pca-solver-unknown", "`--rec_pca_solver=fast`", errors.ConfigError,
+         "option `rec_pca_solver` must be one of auto, exact, iterative; got 'fast'",
+         command_line("--rec_pca_solver=fast")),
+    Case("rec-pca-iterative-lambda", "`rec_pca_solver: iterative` with `rec_pca_lambda: 0.9`", errors.ConfigError,
+         "conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= 0.5 … Set "
+         "`rec_pca_solver: exact`", options(rec_pca_solver="iterative", rec_pca_lambda=0.9)),
     Case("graph-window-negative", "`graph_window: -1`", errors.ConfigError,
          "option `graph_window`: graph_window must be a non-negative integer (1 = adjacent pairs, k = k-window, "
          "0 or ~ = whole history)", options(graph_window=-1)),

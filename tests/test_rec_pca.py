@@ -337,3 +337,86 @@ def test_inputs_are_left_untouched(problem):
     rec_pca_projection(X, graph, 3, lam=0.5, row_normalize=True)
     assert np.array_equal(X, X_before)
     assert (graph != graph_before).nnz == 0 and np.array_equal(graph.indices, graph_before.indices)
+
+
+# --------------------------------------------------------------------------------------
+# the iterative solver (rec_pca_solver: iterative / auto on large catalogues)
+# --------------------------------------------------------------------------------------
+def rec_pca_objective(M, W):
+    return float(np.trace(W.T @ M @ W))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.5])
+@pytest.mark.parametrize("row_normalize", [False, True])
+def test_iterative_solver_reaches_the_exact_optimum(problem, lam, row_normalize):
+    X, graph = problem
+    exact = rec_pca_projection(X, graph, 5, lam=lam, row_normalize=row_normalize, solver="exact")
+    iterative = rec_pca_projection(X, graph, 5, lam=lam, row_normalize=row_normalize, solver="iterative", tol=1e-8)
+    M = dense_rec_pca_matrix(X, graph, lam, row_normalize=row_normalize)
+    W = iterative.components
+    np.testing.assert_allclose(W.T @ W, np.eye(5), atol=1e-10)
+    # the objective is the exact maximum, the Ritz values are M's top eigenvalues
+    assert rec_pca_objective(M, W) == pytest.approx(rec_pca_objective(M, exact.components), rel=1e-9)
+    np.testing.assert_allclose(iterative.eigenvalues, exact.eigenvalues, rtol=1e-8)
+    # M's top-5 eigenvalues are well separated here, so the subspace itself is the exact one
+    np.testing.assert_allclose(projector(W), projector(exact.components), atol=1e-5)
+    stats = iterative.stats
+    assert stats["solver"] == "iterative" and stats["relative_residual"] <= 1e-8
+    assert 1 <= stats["iterations"] < 100 and stats["block_size"] == 21  # max(2d, d + 16), at most D
+    assert exact.stats["solver"] == "exact"
+    for key in ("retained_variance", "graph_tv"):
+        if stats[key] is not None:
+            assert stats[key] == pytest.approx(exact.stats[key], rel=1e-6)
+
+
+def test_iterative_solver_is_deterministic_and_float32_agrees(problem):
+    X, graph = problem
+    first = rec_pca_projection(X, graph, 5, lam=0.5, solver="iterative")
+    second = rec_pca_projection(X, graph, 5, lam=0.5, solver="iterative")
+    assert np.array_equal(first.embeddings, second.embeddings)
+    assert np.array_equal(first.components, second.components)
+    single = rec_pca_projection(X.astype(np.float32), graph, 5, lam=0.5, solver="iterative")
+    np.testing.assert_allclose(projector(single.components), projector(first.components), atol=1e-4)
+
+
+def test_iterative_solver_warns_when_it_runs_out_of_steps(problem):
+    X, graph = problem
+    with pytest.warns(UserWarning, match=r"stopped after rec_pca_max_iter=1 steps .* > rec_pca_tol=1e-12"):
+        result = rec_pca_projection(X, graph, 5, lam=0.5, solver="iterative", tol=1e-12, max_iter=1)
+    assert result.stats["iterations"] == 1 and result.stats["relative_residual"] > 1e-12
+
+
+def test_iterative_solver_refuses_lambda_above_one_half(problem):
+    X, graph = problem
+    with pytest.raises(ValueError, match=r"rec_pca_solver 'iterative' needs rec_pca_lambda <= 0.5 .* got rec_pca_lambda 0.9"):
+        rec_pca_projection(X, graph, 5, lam=0.9, solver="iterative")
+
+
+def test_auto_solver_is_exact_on_small_catalogues_and_iterative_on_large(problem, monkeypatch):
+    from recbole_tfllmer.method import rec_pca as module
+
+    X, graph = problem
+    assert rec_pca_projection(X, graph, 5, lam=0.5).stats["solver"] == "exact"
+    monkeypatch.setattr(module, "_AUTO_EXACT_MAX_WORK", 1.0)  # as if X were 100k x 4096
+    large = rec_pca_projection(X, graph, 5, lam=0.5)
+    assert large.stats["solver"] == "iterative"
+    # above lambda 0.5 the matrix can be indefinite: auto stays exact whatever the size
+    assert rec_pca_projection(X, graph, 5, lam=2.0).stats["solver"] == "exact"
+    exact = rec_pca_projection(X, graph, 5, lam=0.5, solver="exact")
+    np.testing.assert_allclose(projector(large.components), projector(exact.components), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"solver": "fast"}, "rec_pca_solver must be one of auto, exact, iterative"),
+        ({"solver": "iterative", "tol": 0.0}, r"rec_pca_tol must be a number in \(0, 1\)"),
+        ({"solver": "iterative", "tol": 1.5}, r"rec_pca_tol must be a number in \(0, 1\)"),
+        ({"solver": "iterative", "max_iter": 0}, "rec_pca_max_iter must be an integer >= 1"),
+        ({"solver": "iterative", "max_iter": 2.5}, "rec_pca_max_iter must be an integer >= 1"),
+    ],
+)
+def test_invalid_solver_options_name_the_option(problem, kwargs, message):
+    X, graph = problem
+    with pytest.raises(ValueError, match=message):
+        rec_pca_projection(X, graph, 5, lam=0.5, **kwargs)

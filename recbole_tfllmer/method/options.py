@@ -41,6 +41,26 @@ def _graph_options(config):
             raise ConfigError(f"option `{key}`: {err}") from None
 
 
+def _rec_pca_solver_options(config):
+    """rec_pca_solver / rec_pca_tol / rec_pca_max_iter, and the iterative solver's lambda limit."""
+    from recbole_tfllmer.method.rec_pca import _ITERATIVE_MAX_LAMBDA, SOLVERS
+
+    _choice(config, "rec_pca_solver", SOLVERS)
+    tol = _number(config, "rec_pca_tol", strictly_positive=True, hint="a relative residual such as 1e-5")
+    if tol >= 1:
+        raise ConfigError(f"option `rec_pca_tol` must be < 1 (a relative residual such as 1e-5), got {tol!r}")
+    max_iter = config["rec_pca_max_iter"]
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ConfigError(f"option `rec_pca_max_iter` must be an integer >= 1, got {max_iter!r}")
+    lam = config["rec_pca_lambda"]
+    if config["rec_pca_solver"] == "iterative" and config["item_init"] == "rec_pca" and lam > _ITERATIVE_MAX_LAMBDA:
+        raise ConfigError(
+            f"conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= {_ITERATIVE_MAX_LAMBDA} "
+            f"(above it the Rec-PCA matrix can be indefinite), got {lam!r}. Set `rec_pca_solver: exact` "
+            f"(or auto), or `rec_pca_lambda` <= {_ITERATIVE_MAX_LAMBDA}."
+        )
+
+
 def _text_encoder_option(config):
     """A text encoder that is neither bundled nor a local path (downloads off) fails here,
     before RecBole reads the dataset, not after."""
@@ -59,6 +79,7 @@ def validate_tfllmer_options(config):
     _choice(config, "missing_text_policy", MISSING_TEXT_POLICIES)
     _number(config, "rec_pca_lambda", minimum=0.0,
             hint="the weight of the graph term: 0 = plain PCA, 0.5 is the default")
+    _rec_pca_solver_options(config)
     _number(config, "item_norm_scale", strictly_positive=True, hint="the norm r of every item vector, e.g. 1.0")
     _number(config, "init_scale", strictly_positive=True, allow_none=True,
             hint="the mean row norm of the initial table, or ~ to keep the projection's")

@@ -113,6 +113,9 @@ class TFLLMER(SequentialRecommender):
             center=config["rec_pca_center"],
             row_normalize=config["rec_pca_row_normalize"],
             whiten=config["rec_pca_whiten"],
+            solver=config["rec_pca_solver"],
+            tol=float(config["rec_pca_tol"]),
+            max_iter=config["rec_pca_max_iter"],
         )
         stats = dict(result.stats)
         stats.pop("seconds", None)  # rec_pca's per-phase timings; the total is kept below
