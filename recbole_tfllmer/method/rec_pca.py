@@ -386,7 +386,6 @@ def _iterative_top_eigenvectors(X, graph, connected, lam, row_scale, mean, n_com
             )
             mixed += smoothed
             del smoothed
-        del projected
         result = np.zeros((dim, basis.shape[1]))
         for rows in _row_chunks(n, dim * X.itemsize):
             result += _prepared_chunk(X, rows, row_scale, mean_c).T @ mixed[rows]
