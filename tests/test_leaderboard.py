@@ -194,6 +194,91 @@ def test_resume_skips_done_cells_and_reruns_stale(tmp_path, monkeypatch):
     assert "Cells: 6 of 6 done" in md
 
 
+# -- tuning: validation-only, same budget per method ------------------------------------------
+TUNING = {
+    "trials": 3, "seed": 1, "sampler_seed": 0,
+    "space": {
+        "RandInit": {"learning_rate": [0.001, 0.002, 0.004]},
+        "TFLLMER": {"learning_rate": [0.001, 0.002, 0.004], "rec_pca_lambda": [0.1, 0.5], "item_norm_scale": [1, 3]},
+    },
+}
+
+
+def tuning_spec_file(tmp_path, tuning=TUNING):
+    import yaml
+
+    raw = dict(tiny_spec(tmp_path).raw, tuning=tuning)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_only(tmp_path, monkeypatch):
+    """Validation score rises with the learning rate, test NDCG@10 falls with it: the winner
+    must be the highest learning rate (validation), and the board must run with it."""
+    from recbole_tfllmer.leaderboard import tuning
+
+    ran = []
+
+    def fake_run(job, workdir, log_path):
+        ran.append(job["cell_id"])
+        lr = job["config_dict"]["learning_rate"]
+        record = fake_record(job["cell"]["method"], job["cell"]["seed"], 0.1 - lr, vectors=job["cell"]["vectors"])
+        record.update(fingerprint=job["fingerprint"], best_valid_score=lr + 0.001 * job["cell"]["seed"],
+                      config_overrides=job["config_dict"])
+        CellStore(job["results_dir"]).write(job["cell_id"], record)
+        return 0
+
+    monkeypatch.setattr(command, "run_job_subprocess", fake_run)
+    results = tmp_path / "results"
+    args = ["--config", str(tuning_spec_file(tmp_path)), "--results-root", str(results),
+            "--workdir", str(tmp_path / "w"), "--no-plots"]
+    command.main(args)
+
+    trials = [r for r in ran if "__t" in r]
+    board = [r for r in ran if "__t" not in r]
+    # 3 groups (RandInit/none, TFLLMER/st, TFLLMER/raw) x 3 trials, all with the tuning seed
+    assert len(trials) == 9 and all("seed1__t" in r for r in trials)
+    per_group = {}
+    for r in trials:
+        per_group.setdefault(r.split("__seed")[0], []).append(r)
+    assert sorted(len(v) for v in per_group.values()) == [3, 3, 3]
+    # the seed-1 board cells are the winning trials, copied; only seed 2 is trained again
+    assert sorted(board) == sorted(c.cell_id for c in tiny_spec(tmp_path).cells() if c.seed == 2)
+    store = CellStore(results / "tiny")
+    spec = tiny_spec(tmp_path)
+    spec.tuning = TUNING
+    for method, vectors in (("RandInit", "none"), ("TFLLMER", "st"), ("TFLLMER", "raw")):
+        best_lr = max(dict(options)["learning_rate"] for options in tuning.method_trials(spec, method))
+        for seed in (1, 2):
+            record = store.read(Cell("ml-100k", "GRU4Rec", method, vectors, seed).cell_id)
+            assert record["config_overrides"]["learning_rate"] == best_lr  # best on validation, worst on test
+    seed1 = store.read("ml-100k__GRU4Rec__TFLLMER__st__seed1")
+    assert seed1["reused_from_trial"].startswith("ml-100k__GRU4Rec__TFLLMER__st__seed1__t")
+    selected = json.loads((results / "tiny" / "tuning" / "selected.json").read_text())
+    assert set(selected) == {"ml-100k/GRU4Rec/RandInit/none", "ml-100k/GRU4Rec/TFLLMER/st", "ml-100k/GRU4Rec/TFLLMER/raw"}
+    report = (results / "tiny" / "tuning.md").read_text()
+    assert "3 trials per method" in report and "(12 points)" in report and report.count("| **t") == 3
+    assert "Cells: 6 of 6 done" in (results / "tiny" / "leaderboard.md").read_text()
+    # the TFLLMER trials are a fixed sample of its 12-point grid
+    assert tuning.method_trials(spec, "TFLLMER") == tuning.method_trials(spec, "TFLLMER")
+    assert len(set(tuning.method_trials(spec, "TFLLMER"))) == 3
+
+    # resume: nothing left to run
+    ran.clear()
+    command.main(args)
+    assert ran == []
+
+
+def test_tuning_section_must_give_every_method_a_grid(tmp_path):
+    from recbole_tfllmer.leaderboard.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError, match=r"tuning.space has no grid for method\(s\) \['RandInit'\]"):
+        load_spec(tuning_spec_file(tmp_path, dict(TUNING, space={"TFLLMER": TUNING["space"]["TFLLMER"]})))
+    with pytest.raises(SpecError, match=r"tuning.trials must be an integer >= 1"):
+        load_spec(tuning_spec_file(tmp_path, dict(TUNING, trials=0)))
+
+
 # -- long tail --------------------------------------------------------------------------------
 def test_long_tail_buckets_on_hand_made_ranks():
     # 6 test users; their targets' training popularity and the rank each target got

@@ -32,11 +32,11 @@ def ordered_cells(spec):
     )
 
 
-def make_job(spec, cell, store, workdir, threads=None):
+def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
     files, config = spec.cell_inputs(cell)
     return {
         "leaderboard": spec.name,
-        "cell_id": cell.cell_id,
+        "cell_id": cell_id or cell.cell_id,
         "cell": cell.key(),
         "fingerprint": spec.fingerprint(cell),
         "config_files": files,
@@ -102,63 +102,110 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def run_queue(entries, store, workdir, args, after_each=None):
+    """Run (cell_id, fingerprint, make_job) entries not yet done in `store`, with claims."""
+    todo = [e for e in entries if not store.is_done(e[0], e[1])]
+    log(f"{len(entries)} cells selected, {len(entries) - len(todo)} already done, {len(todo)} to run "
+        f"(results: {store.root}, scratch: {workdir})")
+    ran = failed = 0
+    for i, (cell_id, fp, job_for) in enumerate(todo):
+        if args.max_cells is not None and ran >= args.max_cells:
+            break
+        if store.is_done(cell_id, fp):  # another worker finished it meanwhile
+            continue
+        if not store.claim(cell_id):
+            log(f"skip {cell_id}: claimed by another live worker")
+            continue
+        try:
+            job = job_for()
+            t0 = time.perf_counter()
+            log(f"run  {cell_id} ({i + 1}/{len(todo)})")
+            if args.in_process:
+                rc = run_job_in_process(job, workdir)
+            else:
+                rc = run_job_subprocess(job, workdir, workdir / "logs" / f"{cell_id}.log")
+            ran += 1
+            if rc == 0 and store.is_done(cell_id, fp):
+                rec = store.read(cell_id)
+                log(f"done {cell_id} in {time.perf_counter() - t0:.0f}s: valid {rec.get('best_valid_score')}, test "
+                    f"NDCG@10 {rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
+                    f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}")
+            else:
+                failed += 1
+                log(f"FAIL {cell_id} (rc={rc}); see {workdir / 'logs' / (cell_id + '.log')} "
+                    f"and {store.failed_dir / (cell_id + '.json')}")
+        finally:
+            store.release(cell_id)
+        if after_each is not None:
+            try:
+                after_each()
+            except Exception as exc:  # the summary must never stop the queue
+                log(f"summary failed: {exc!r}")
+    log(f"ran {ran} cell(s), {failed} failed")
+    return ran, failed
+
+
+def _tune(spec, filters, workdir, args):
+    """Phase 1 of a board with `tuning:` (tuning.py): run the trials, pick the winners, set spec.tuned."""
+    from recbole_tfllmer.leaderboard import tuning
+
+    trial_store = tuning.tuning_store(spec, args.results_root)
+    chosen = [t for t in tuning.trials(spec) if cell_matches(t.cell, filters)]
+    if args.list:
+        for t in chosen:
+            print(("done   " if tuning.trial_record(spec, trial_store, t) else "todo   ") + "trial " + t.trial_id)
+    elif not args.summary_only:
+        log(f"tuning {spec.name}: {spec.tuning['trials']} trials per method, seed {spec.tuning['seed']}")
+        entries = []
+        for t in chosen:
+            t_spec = tuning.trial_spec(spec, t)
+            entries.append((t.trial_id, t_spec.fingerprint(t.cell),
+                            lambda t=t, t_spec=t_spec: make_job(t_spec, t.cell, trial_store, workdir, args.threads, t.trial_id)))
+        run_queue(entries, trial_store, workdir, args)
+    groups, selection = tuning.select(spec, trial_store)
+    if not args.list:
+        for path in tuning.write_report(spec, groups, selection, args.results_root):
+            log(f"wrote {path}")
+    spec.tuned = {key: winner["options"] for key, winner in selection.items()}
+    return trial_store, selection
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     spec = load_spec(args.config)
     store = CellStore(spec.results_dir(args.results_root))
     filters = parse_only(args.only)
+    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / "tfllmer-leaderboard" / spec.name).resolve()
+    if not (args.summary_only or args.list):
+        workdir.mkdir(parents=True, exist_ok=True)
+
     cells = [c for c in ordered_cells(spec) if cell_matches(c, filters)]
+    if spec.tuning:
+        from recbole_tfllmer.leaderboard.spec import tuned_key
+        from recbole_tfllmer.leaderboard.tuning import reuse_winning_trial
+
+        trial_store, selection = _tune(spec, filters, workdir, args)
+        waiting = [c for c in cells if tuned_key(c) not in spec.tuned]
+        if waiting:
+            log(f"{len(waiting)} board cell(s) wait for their tuning trials to finish")
+        cells = [c for c in cells if tuned_key(c) in spec.tuned]
+        if not (args.summary_only or args.list):
+            for c in cells:
+                if not store.is_done(c.cell_id, spec.fingerprint(c)) and reuse_winning_trial(spec, store, trial_store, c, selection):
+                    log(f"{c.cell_id}: the winning tuning trial {selection[tuned_key(c)]['trial_id']} (same configuration)")
 
     if args.list:
         for c in cells:
             print(("done   " if store.is_done(c.cell_id, spec.fingerprint(c)) else "todo   ") + c.cell_id)
         return 0
 
-    if not args.summary_only:
-        workdir = Path(args.workdir or Path(tempfile.gettempdir()) / "tfllmer-leaderboard" / spec.name).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        todo = [c for c in cells if not store.is_done(c.cell_id, spec.fingerprint(c))]
-        log(f"leaderboard {spec.name}: {len(cells)} cells selected, {len(cells) - len(todo)} already done, "
-            f"{len(todo)} to run (results: {store.root}, scratch: {workdir})")
-        ran = failed = 0
-        for i, cell in enumerate(todo):
-            if args.max_cells is not None and ran >= args.max_cells:
-                break
-            fp = spec.fingerprint(cell)
-            if store.is_done(cell.cell_id, fp):  # another worker finished it meanwhile
-                continue
-            if not store.claim(cell.cell_id):
-                log(f"skip {cell.cell_id}: claimed by another live worker")
-                continue
-            try:
-                job = make_job(spec, cell, store, workdir, args.threads)
-                t0 = time.perf_counter()
-                log(f"run  {cell.cell_id} ({i + 1}/{len(todo)})")
-                if args.in_process:
-                    rc = run_job_in_process(job, workdir)
-                else:
-                    rc = run_job_subprocess(job, workdir, workdir / "logs" / f"{cell.cell_id}.log")
-                ran += 1
-                if rc == 0 and store.is_done(cell.cell_id, fp):
-                    rec = store.read(cell.cell_id)
-                    log(f"done {cell.cell_id} in {time.perf_counter() - t0:.0f}s: test NDCG@10 "
-                        f"{rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
-                        f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}")
-                else:
-                    failed += 1
-                    log(f"FAIL {cell.cell_id} (rc={rc}); see {workdir / 'logs' / (cell.cell_id + '.log')} "
-                        f"and {store.failed_dir / (cell.cell_id + '.json')}")
-            finally:
-                store.release(cell.cell_id)
-            try:
-                from recbole_tfllmer.leaderboard.summary import write_summary
-
-                write_summary(spec, store, plots=False)
-            except Exception as exc:  # the summary must never stop the queue
-                log(f"summary failed: {exc!r}")
-        log(f"ran {ran} cell(s), {failed} failed")
-
     from recbole_tfllmer.leaderboard.summary import write_summary
+
+    if not args.summary_only:
+        log(f"leaderboard {spec.name}")
+        entries = [(c.cell_id, spec.fingerprint(c), lambda c=c: make_job(spec, c, store, workdir, args.threads))
+                   for c in cells]
+        run_queue(entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False))
 
     rows, written = write_summary(spec, store, plots=not args.no_plots)
     for path in written:

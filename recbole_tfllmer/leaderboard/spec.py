@@ -79,6 +79,8 @@ class LeaderboardSpec:
     protocol: str = ""
     conditioning: dict = field(default_factory=lambda: {"sample_size": 256, "seed": 0})
     longtail: dict = field(default_factory=lambda: {"buckets": 5, "k": 10})
+    tuning: dict = field(default_factory=dict)  # validated `tuning:` section (tuning.py), or {}
+    tuned: dict = field(default_factory=dict)  # tuned_key(cell) -> options chosen on validation
     raw: dict = field(default_factory=dict)
 
     # -- paths --------------------------------------------------------------------------
@@ -123,6 +125,7 @@ class LeaderboardSpec:
         if cell.vectors != NO_VECTORS:
             config.update(copy.deepcopy(self.vector_kinds[cell.vectors]))
         config.update(copy.deepcopy(self.method_overrides.get(cell.method) or {}))
+        config.update(copy.deepcopy(self.tuned.get(tuned_key(cell)) or {}))
         config.update({"model": "TFLLMER", "backbone": cell.backbone, "seed": cell.seed})
         if checkpoint_dir is not None:
             config["checkpoint_dir"] = str(checkpoint_dir)
@@ -139,6 +142,38 @@ class LeaderboardSpec:
         }
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def tuned_key(cell):
+    """Tuned options are chosen per dataset, backbone, method and vector kind (not per seed)."""
+    return f"{cell.dataset}/{cell.backbone}/{cell.method}/{cell.vectors}"
+
+
+def _check_tuning(raw, methods, path):
+    """The `tuning:` section: the same number of trials for every method, each drawn from that
+    method's own grid (`space`), run with one seed and judged on validation only."""
+    tuning = raw.get("tuning")
+    if not tuning:
+        return {}
+    where = f"leaderboard {path}: tuning"
+    trials = tuning.get("trials")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise SpecError(f"{where}.trials must be an integer >= 1 (trials per method), got {trials!r}")
+    space = tuning.get("space") or {}
+    missing = [m for m in methods if m not in space]
+    if missing:
+        raise SpecError(f"{where}.space has no grid for method(s) {missing}: every method gets the same budget, "
+                        f"so every method needs a grid (at least one option)")
+    for method, grid in space.items():
+        if method not in methods:
+            raise SpecError(f"{where}.space names {method!r}, which is not in `methods`")
+        if not isinstance(grid, dict) or not grid:
+            raise SpecError(f"{where}.space.{method} must map option names to lists of values")
+        for option, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"{where}.space.{method}.{option} must be a non-empty list of values")
+    return {"trials": trials, "seed": int(tuning.get("seed", raw["seeds"][0])),
+            "sampler_seed": int(tuning.get("sampler_seed", 0)), "space": space}
 
 
 def _resolve(path, base):
@@ -200,6 +235,7 @@ def spec_from_dict(raw, path=None):
         protocol=str(raw.get("protocol") or "").strip(),
         conditioning={"sample_size": 256, "seed": 0, **(raw.get("conditioning") or {})},
         longtail={"buckets": 5, "k": 10, **(raw.get("longtail") or {})},
+        tuning=_check_tuning(raw, [str(m) for m in raw["methods"]], path),
         raw=raw,
     )
     for method in spec.methods:
