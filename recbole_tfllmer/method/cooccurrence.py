@@ -37,7 +37,7 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_window(window):
+def check_graph_window(window):
     """``graph_window``: None or 0 -> whole (truncated) history, k >= 1 -> last k items."""
     if window is None:
         return None
@@ -49,13 +49,13 @@ def _check_window(window):
     return None if window == 0 else int(window)
 
 
-def _check_weighting(weighting):
+def check_graph_weighting(weighting):
     if not isinstance(weighting, str) or weighting not in WEIGHTINGS:
         raise ValueError(f"graph_weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
     return weighting
 
 
-def _check_topk(topk):
+def check_graph_topk(topk):
     if topk is None:
         return None
     if not _is_int(topk) or topk < 1:
@@ -72,7 +72,7 @@ def _as_int_array(name, value, ndim):
     return arr.astype(np.int64, copy=False)
 
 
-def _as_checked_csr(matrix, name="adjacency", n=None, copy=True) -> sp.csr_matrix:
+def as_checked_csr(matrix, name="adjacency", n=None, copy=True) -> sp.csr_matrix:
     """Canonical float64 CSR of a symmetric, finite, non-negative square matrix.
 
     With ``copy=False`` a canonical float64 CSR input is returned as is (read-only use).
@@ -152,9 +152,9 @@ def build_cooccurrence_graph(
     Returns an ``n_items x n_items`` float64 CSR matrix (sorted indices, zero diagonal,
     row/column 0 empty) of raw weights; normalise it with :func:`normalized_adjacency`.
     """
-    window = _check_window(window)
-    weighting = _check_weighting(weighting)
-    topk = _check_topk(topk)
+    window = check_graph_window(window)
+    weighting = check_graph_weighting(weighting)
+    topk = check_graph_topk(topk)
     if not _is_int(n_items) or n_items < 1:
         raise ValueError(f"n_items must be a positive integer (including the padding id 0), got {n_items!r}")
     n_items = int(n_items)
@@ -232,7 +232,7 @@ def normalized_adjacency(adjacency) -> sp.csr_matrix:
 
     Isolated items (degree 0) keep all-zero rows and columns; no division by zero happens.
     """
-    csr = _as_checked_csr(adjacency, "adjacency")
+    csr = as_checked_csr(adjacency, "adjacency")
     degree = np.asarray(csr.sum(axis=1)).ravel()
     inv_sqrt_degree = np.zeros_like(degree)
     positive = degree > 0

@@ -31,10 +31,10 @@ def _choice(config, key, choices):
 
 def _graph_options(config):
     """graph_window / graph_weighting / graph_topk, with the graph builder's own rules."""
-    from recbole_tfllmer.method.cooccurrence import _check_topk, _check_weighting, _check_window
+    from recbole_tfllmer.method.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
 
-    for key, check in (("graph_window", _check_window), ("graph_weighting", _check_weighting),
-                       ("graph_topk", _check_topk)):
+    for key, check in (("graph_window", check_graph_window), ("graph_weighting", check_graph_weighting),
+                       ("graph_topk", check_graph_topk)):
         try:
             check(config[key])
         except ValueError as err:

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
-from .cooccurrence import _as_checked_csr, connected_mask
+from .cooccurrence import as_checked_csr, connected_mask
 
 try:  # optional (ships with scikit-learn); without it LAPACK runs with its default threads
     from threadpoolctl import threadpool_limits
@@ -431,12 +431,23 @@ def _project(X, row_scale, mean, basis):
 
 def _graph_total_variations(projected, n_components, graph, connected):
     """graph_total_variation (cooccurrence.py) of each n_components-wide column group of
-    ``projected``, with the sparse product threaded like step 1 of the matrix build."""
-    smoothed = np.empty_like(projected)
-    _sparse_times_columns(graph, lambda cols: np.ascontiguousarray(projected[:, cols]), projected.shape[1], smoothed)
-    on_graph = np.einsum("ij,ij->j", projected[connected], projected[connected])
-    smoothness = np.einsum("ij,ij->j", projected, smoothed)
-    per_column = on_graph - smoothness
+    ``projected``, by row blocks of the graph (``A~[rows] @ projected``), so no second array
+    of ``projected``'s size exists; blocks run in threads (scipy releases the GIL) and are
+    summed in a fixed order, so the result does not depend on the thread count."""
+    def block_terms(rows):
+        block = projected[rows]
+        on_graph = block[connected[rows]]
+        return (np.einsum("ij,ij->j", on_graph, on_graph),
+                np.einsum("ij,ij->j", block, graph[rows] @ projected))
+
+    chunks = list(_row_chunks(projected.shape[0], projected.shape[1] * projected.itemsize))
+    workers = min(_available_cores(), _MAX_SPARSE_THREADS, len(chunks))
+    if workers <= 1:
+        terms = [block_terms(rows) for rows in chunks]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            terms = list(pool.map(block_terms, chunks))
+    per_column = sum(t[0] for t in terms) - sum(t[1] for t in terms)
     return [float(group.sum()) for group in per_column.reshape(-1, n_components)]
 
 
@@ -483,7 +494,7 @@ def rec_pca_projection(
 
     graph = None
     if norm_adjacency is not None:
-        graph = _as_checked_csr(norm_adjacency, "norm_adjacency", n=n_items, copy=False)
+        graph = as_checked_csr(norm_adjacency, "norm_adjacency", n=n_items, copy=False)
         if graph.nnz and graph.data.max() > 1.0 + 1e-6:
             raise ValueError(
                 "norm_adjacency has weights above 1, so it is not symmetrically normalised; "
