@@ -8,6 +8,7 @@ same returned `best_valid_result`.
 """
 
 import os
+import time
 
 import torch
 from recbole.utils import set_color
@@ -25,6 +26,9 @@ class WeightsOnlyCheckpointMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        # wall seconds of each training / validation epoch of the last fit() (the leaderboard
+        # records them; RecBole only logs them)
+        self.epoch_train_seconds, self.epoch_valid_seconds = [], []
         backbone = config["backbone"] if "backbone" in config else None
         if backbone:
             # "TFLLMER-GRU4Rec-Nov-22-2026_19-01-02.pth": the file says what was wrapped.
@@ -48,6 +52,7 @@ class WeightsOnlyCheckpointMixin:
             torch.autograd.set_detect_anomaly(False)
             self.logger.debug("torch.autograd anomaly detection (switched on by RecBole's sine.py) switched off")
         self._train_loader = train_data
+        self.epoch_train_seconds, self.epoch_valid_seconds = [], []
         generator = getattr(train_data, "generator", None)
         if self._resumed_loader_state is not None and generator is not None:
             generator.set_state(self._resumed_loader_state)
@@ -60,10 +65,15 @@ class WeightsOnlyCheckpointMixin:
 
     def _train_epoch(self, *args, **kwargs):
         self._epoch_valid_result = None
-        return super()._train_epoch(*args, **kwargs)
+        started = time.perf_counter()
+        out = super()._train_epoch(*args, **kwargs)
+        self.epoch_train_seconds.append(time.perf_counter() - started)
+        return out
 
     def _valid_epoch(self, *args, **kwargs):
+        started = time.perf_counter()
         valid_score, valid_result = super()._valid_epoch(*args, **kwargs)
+        self.epoch_valid_seconds.append(time.perf_counter() - started)
         self._epoch_valid_result = valid_result
         return valid_score, valid_result
 

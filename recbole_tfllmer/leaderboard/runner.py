@@ -148,24 +148,7 @@ def run_cell(job, workdir=None):
         cond_init = conditioning_stats(model, sample)
         cond_seconds = time.perf_counter() - t0
 
-        # per-epoch records: wrap the trainer's own epoch methods on this instance
-        epoch_train_seconds, epoch_valid_seconds, valid_scores = [], [], []
-        train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
-
-        def timed_train_epoch(*args, **kwargs):
-            t = time.perf_counter()
-            out = train_epoch(*args, **kwargs)
-            epoch_train_seconds.append(time.perf_counter() - t)
-            return out
-
-        def timed_valid_epoch(*args, **kwargs):
-            t = time.perf_counter()
-            out = valid_epoch(*args, **kwargs)
-            epoch_valid_seconds.append(time.perf_counter() - t)
-            return out
-
-        trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
-
+        valid_scores = []  # epoch times: the plugin trainer's epoch_train/valid_seconds
         best_state = {}
 
         def on_epoch(epoch_idx, valid_score):
@@ -245,14 +228,14 @@ def run_cell(job, workdir=None):
             "test": _metrics(test_result),
             "best_epoch": best_epoch,
             "best_epoch_loaded": best_state.get("epoch"),
-            "epochs_run": len(epoch_train_seconds),
+            "epochs_run": len(trainer.epoch_train_seconds),
             "train_loss": [float(trainer.train_loss_dict[e]) for e in sorted(trainer.train_loss_dict)],
             "train_loss_per_batch": [
                 float(trainer.train_loss_dict[e]) / max(len(train_data), 1) for e in sorted(trainer.train_loss_dict)
             ],
             "valid_scores": valid_scores,
-            "epoch_train_seconds": epoch_train_seconds,
-            "epoch_valid_seconds": epoch_valid_seconds,
+            "epoch_train_seconds": list(trainer.epoch_train_seconds),
+            "epoch_valid_seconds": list(trainer.epoch_valid_seconds),
             "n_train_batches": len(train_data),
             "n_train_rows": len(train_data._dataset),
             "conditioning": {
