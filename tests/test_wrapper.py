@@ -35,6 +35,23 @@ def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
     assert model.tfllmer_info["graph_edges"] > 0
 
 
+def test_iterative_solver_option_reaches_the_exact_projection(ml_slice, tmp_path):
+    """`rec_pca_solver: iterative` through the config: the same subspace as the exact solver."""
+    config, dataset, train_data, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None,
+                                               rec_pca_solver="iterative", rec_pca_tol=1e-6)
+    model = build_model(config, train_data)
+    info = model.tfllmer_info
+    assert info["rec_pca_solver"] == "iterative" and info["rec_pca_relative_residual"] <= 1e-6
+    exact_config, _, exact_train, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None)
+    exact = build_model(exact_config, exact_train)
+    assert exact.tfllmer_info["rec_pca_solver"] == "exact"  # auto on a small catalogue
+    table, exact_table = (m.item_table.weight.detach().double().numpy()[1:] for m in (model, exact))
+    # same column space, up to the sign/rotation freedom of near-equal eigenvalues
+    basis = np.linalg.qr(exact_table)[0]
+    residual = table - basis @ (basis.T @ table)
+    assert np.linalg.norm(residual) <= 1e-3 * np.linalg.norm(table)
+
+
 def test_random_init_is_exactly_the_plain_backbone(ml_slice, tmp_path):
     config, _, train_data, *_ = prepared(ml_slice, tmp_path, item_init="random", item_norm="none")
     wrapped = build_model(config, train_data)

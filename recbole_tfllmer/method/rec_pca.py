@@ -33,7 +33,8 @@ one thin sparse product per step (O(n D d + nnz d)), stopped when every top-d Ri
 ``lam <= 0.5`` (``diag(w) + lam A~`` has eigenvalues in ``[1 - 2 lam, 1]``), so it refuses
 larger ``lam``.  ``auto`` (the default) is exact while the D x D matrix costs at most
 ``_AUTO_EXACT_MAX_WORK`` multiply-adds (every catalogue up to ~10^5 items at 384-1024 dims),
-iterative above that (e.g. 100k items x 4096 dims: ~8e11 multiply-adds exact).
+iterative above that (e.g. 100k items x 4096 dims: ~8e11 multiply-adds exact).  Its products
+run in X's dtype, so float32 embeddings bound the reachable residual at about 1e-7.
 Memory (float32 X of size |X|): X is never copied or centred as a whole; each chunk or
 column block is centred on the fly.  Copies that exist: ``Y`` (n x D in X's dtype, 1x |X|,
 only with a graph term), one row chunk plus one temporary of its size (|X|/8, at most
