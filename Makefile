@@ -24,9 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Long: runs (or resumes) the ml-100k board; see README "Leaderboard".
+# Long: runs (or resumes) a board, ml-100k by default (make leaderboard BOARD=ml-100k-tuned);
+# see README "Leaderboard".
+BOARD ?= ml-100k
 leaderboard: $(STAMP)
-	$(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/ml-100k.yaml
+	$(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/$(BOARD).yaml
 
 clean:
 	rm -rf saved log log_tensorboard .pytest_cache
