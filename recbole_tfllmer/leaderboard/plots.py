@@ -54,6 +54,14 @@ def _colors(methods):
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
+def _save(plt, fig, path):
+    """Lay out, write (PNG, 120 dpi) and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_loss_curves(records, path, method_order=None, vector_order=None):
     """Figure-1 style: mean training loss per batch vs epoch, one line per method (band = min..max over seeds)."""
     plt = _plt()
@@ -79,10 +87,7 @@ def plot_loss_curves(records, path, method_order=None, vector_order=None):
         ax.set_ylabel("training loss (mean per batch)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_longtail(records, path, method_order=None, vector_order=None):
@@ -111,10 +116,7 @@ def plot_longtail(records, path, method_order=None, vector_order=None):
         ax.set_ylabel("test NDCG@10")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_conditioning(records, path, method_order=None, vector_order=None):
@@ -143,10 +145,7 @@ def plot_conditioning(records, path, method_order=None, vector_order=None):
         ax.set_title(f"{dataset} / {backbone} / vectors={kind}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, title="model", title_fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_plots(records, out_dir, method_order=None, vector_order=None):
