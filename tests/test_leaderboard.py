@@ -233,6 +233,9 @@ def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_onl
     results = tmp_path / "results"
     args = ["--config", str(tuning_spec_file(tmp_path)), "--results-root", str(results),
             "--workdir", str(tmp_path / "w"), "--no-plots"]
+    # --max-cells counts trials and board cells together: a "killed" first run does 4 trials
+    command.main(args + ["--max-cells", "4"])
+    assert len(ran) == 4 and all("__t" in r for r in ran)
     command.main(args)
 
     trials = [r for r in ran if "__t" in r]

@@ -102,14 +102,15 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_queue(entries, store, workdir, args, after_each=None):
-    """Run (cell_id, fingerprint, make_job) entries not yet done in `store`, with claims."""
+def run_queue(entries, store, workdir, args, after_each=None, max_cells=None):
+    """Run (cell_id, fingerprint, make_job) entries not yet done in `store`, with claims;
+    at most `max_cells` of them (None: all)."""
     todo = [e for e in entries if not store.is_done(e[0], e[1])]
     log(f"{len(entries)} cells selected, {len(entries) - len(todo)} already done, {len(todo)} to run "
         f"(results: {store.root}, scratch: {workdir})")
     ran = failed = 0
     for i, (cell_id, fp, job_for) in enumerate(todo):
-        if args.max_cells is not None and ran >= args.max_cells:
+        if max_cells is not None and ran >= max_cells:
             break
         if store.is_done(cell_id, fp):  # another worker finished it meanwhile
             continue
@@ -150,6 +151,7 @@ def _tune(spec, filters, workdir, args):
     from recbole_tfllmer.leaderboard import tuning
 
     trial_store = tuning.tuning_store(spec, args.results_root)
+    ran = 0
     chosen = [t for t in tuning.trials(spec) if cell_matches(t.cell, filters)]
     if args.list:
         for t in chosen:
@@ -161,13 +163,13 @@ def _tune(spec, filters, workdir, args):
             t_spec = tuning.trial_spec(spec, t)
             entries.append((t.trial_id, t_spec.fingerprint(t.cell),
                             lambda t=t, t_spec=t_spec: make_job(t_spec, t.cell, trial_store, workdir, args.threads, t.trial_id)))
-        run_queue(entries, trial_store, workdir, args)
+        ran, _ = run_queue(entries, trial_store, workdir, args, max_cells=args.max_cells)
     groups, selection = tuning.select(spec, trial_store)
     if not args.list:
         for path in tuning.write_report(spec, groups, selection, args.results_root):
             log(f"wrote {path}")
     spec.tuned = {key: winner["options"] for key, winner in selection.items()}
-    return trial_store, selection
+    return trial_store, selection, ran
 
 
 def main(argv=None):
@@ -180,11 +182,13 @@ def main(argv=None):
         workdir.mkdir(parents=True, exist_ok=True)
 
     cells = [c for c in ordered_cells(spec) if cell_matches(c, filters)]
+    budget = args.max_cells  # --max-cells counts tuning trials and board cells together
     if spec.tuning:
         from recbole_tfllmer.leaderboard.spec import tuned_key
         from recbole_tfllmer.leaderboard.tuning import reuse_winning_trial
 
-        trial_store, selection = _tune(spec, filters, workdir, args)
+        trial_store, selection, trials_ran = _tune(spec, filters, workdir, args)
+        budget = None if budget is None else max(0, budget - trials_ran)
         waiting = [c for c in cells if tuned_key(c) not in spec.tuned]
         if waiting:
             log(f"{len(waiting)} board cell(s) wait for their tuning trials to finish")
@@ -205,7 +209,8 @@ def main(argv=None):
         log(f"leaderboard {spec.name}")
         entries = [(c.cell_id, spec.fingerprint(c), lambda c=c: make_job(spec, c, store, workdir, args.threads))
                    for c in cells]
-        run_queue(entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False))
+        run_queue(entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False),
+                  max_cells=budget)
 
     rows, written = write_summary(spec, store, plots=not args.no_plots)
     for path in written:
