@@ -102,15 +102,6 @@ def select(spec, store):
     return groups, selection
 
 
-def load_selection(spec, results_root=None):
-    """The options chosen by an earlier run (results/<board>/tuning/selected.json), or {}."""
-    path = tuning_store(spec, results_root).root / "selected.json"
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def reuse_winning_trial(spec, board_store, trial_store, cell, selection):
     """Copy the winning trial as the board's tuning-seed cell when their fingerprints agree."""
     winner = selection.get(tuned_key(cell))
