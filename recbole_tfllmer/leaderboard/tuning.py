@@ -16,7 +16,6 @@ A leaderboard yaml with a `tuning:` section is run in two phases by the same com
 
 import copy
 import itertools
-import json
 import zlib
 from dataclasses import dataclass, replace
 
