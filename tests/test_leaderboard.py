@@ -12,6 +12,7 @@ from recbole_tfllmer.leaderboard import command
 from recbole_tfllmer.leaderboard.longtail import bucket_metrics, hit_at_k, ndcg_at_k, popularity_buckets
 from recbole_tfllmer.leaderboard.spec import NO_VECTORS, Cell, cell_matches, parse_only, spec_from_dict
 from recbole_tfllmer.leaderboard.store import CellStore, atomic_write_json
+from recbole_tfllmer.leaderboard.summary import _cell as _cell_text
 from recbole_tfllmer.leaderboard.summary import aggregate, best_flags, mean_std, to_csv, to_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,9 @@ def test_mean_std_over_seeds():
     mean, std = mean_std([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2)
     assert std == pytest.approx(0.1)  # sample std (ddof=1)
-    assert mean_std([0.5]) == (0.5, 0.0)
+    mean, std = mean_std([0.5])
+    assert mean == 0.5 and math.isnan(std)  # one seed: no "± 0" in the tables
+    assert _cell_text(0.5, std, bold=False) == "0.5000"
     assert all(math.isnan(v) for v in mean_std([None, float("nan")]))
 
 

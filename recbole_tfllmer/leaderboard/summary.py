@@ -19,11 +19,12 @@ GROUP_KEYS = ("dataset", "backbone", "vectors", "method")
 
 
 def mean_std(values):
-    """Mean and sample std (ddof=1; 0 for one value) of the finite values; (nan, nan) if none."""
+    """Mean and sample std (ddof=1) of the finite values; the std of one value is undefined
+    (nan: tables then show the mean alone, not "± 0"); (nan, nan) if none."""
     vals = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if vals.size == 0:
         return math.nan, math.nan
-    std = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+    std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
     return float(vals.mean()), std
 
 
