@@ -16,6 +16,8 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 WEIGHTINGS = ("count", "log", "inv_pop")
+# graph_total_variation: rows of Z per block (~8 MiB of Z) and at most this many threads
+_TV_BLOCK_BYTES, _TV_MAX_THREADS = 8 * 2**20, 8
 
 
 # --------------------------------------------------------------------------------------
@@ -111,6 +115,14 @@ def as_checked_csr(matrix, name="adjacency", n=None, copy=True) -> sp.csr_matrix
     ):
         raise ValueError(f"{name} must be symmetric (an undirected co-occurrence graph)")
     return csr
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), for the threaded sparse products."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def connected_mask(adjacency) -> np.ndarray:
@@ -242,15 +254,18 @@ def normalized_adjacency(adjacency) -> sp.csr_matrix:
     return csr
 
 
-def graph_total_variation(Z, norm_adjacency) -> float:
+def graph_total_variation(Z, norm_adjacency, connected=None) -> float:
     """Quadratic graph total variation ``tr(Z^T L_c Z)``, the Rec-PCA penalty.
 
     ``L_c = C - A~`` where ``C`` is the identity restricted to connected items (rows of
-    ``A~`` with a non-zero entry).  For connected items ``L_c`` is the normalised Laplacian
-    ``I - A~`` and ``tr(Z^T L_c Z) = 1/2 sum_ij A_ij ||z_i/sqrt(d_i) - z_j/sqrt(d_j)||^2``;
-    isolated items contribute nothing (method-notes: "isolated items simply contribute no
-    graph term").  Computed as ``sum_{i connected} ||z_i||^2 - sum(Z * (A~ Z))`` in float64,
-    so only an ``n x k`` product is formed, never an ``n x n`` dense matrix.
+    ``A~`` with a non-zero entry; pass ``connected`` when it is already known).  For
+    connected items ``L_c`` is the normalised Laplacian ``I - A~`` and
+    ``tr(Z^T L_c Z) = 1/2 sum_ij A_ij ||z_i/sqrt(d_i) - z_j/sqrt(d_j)||^2``; isolated items
+    contribute nothing (method-notes: "isolated items simply contribute no graph term").
+    Computed as ``sum_{i connected} ||z_i||^2 - sum(Z * (A~ Z))`` in float64 over row blocks
+    of ``A~`` (``A~[rows] @ Z``), so no second array of Z's size and never an ``n x n``
+    dense matrix exists; blocks run in threads (scipy releases the GIL) and are summed in a
+    fixed order, so the result does not depend on the thread count.
     """
     Z = np.asarray(Z, dtype=np.float64)
     if Z.ndim == 1:
@@ -260,6 +275,21 @@ def graph_total_variation(Z, norm_adjacency) -> float:
     adjacency = sp.csr_matrix(norm_adjacency)
     if adjacency.shape != (Z.shape[0], Z.shape[0]):
         raise ValueError(f"norm_adjacency has shape {adjacency.shape}, expected {(Z.shape[0], Z.shape[0])}")
-    connected = connected_mask(adjacency)
-    smoothness = float(np.einsum("ij,ij->", Z, adjacency @ Z))
-    return float(np.einsum("ij,ij->", Z[connected], Z[connected])) - smoothness
+    if connected is None:
+        connected = connected_mask(adjacency)
+    Z = np.ascontiguousarray(Z)
+
+    def block_terms(rows):
+        block = Z[rows]
+        on_graph = block[connected[rows]]
+        return float(np.einsum("ij,ij->", on_graph, on_graph)), float(np.einsum("ij,ij->", block, adjacency[rows] @ Z))
+
+    step = max(1, _TV_BLOCK_BYTES // max(Z.shape[1] * Z.itemsize, 1))
+    blocks = [slice(start, min(start + step, Z.shape[0])) for start in range(0, Z.shape[0], step)]
+    workers = min(available_cores(), _TV_MAX_THREADS, len(blocks))
+    if workers <= 1:
+        terms = [block_terms(rows) for rows in blocks]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            terms = list(pool.map(block_terms, blocks))
+    return sum(t[0] for t in terms) - sum(t[1] for t in terms)

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
-from .cooccurrence import as_checked_csr, connected_mask
+from .cooccurrence import available_cores, as_checked_csr, connected_mask, graph_total_variation
 
 try:  # optional (ships with scikit-learn); without it LAPACK runs with its default threads
     from threadpoolctl import threadpool_limits
@@ -211,13 +210,6 @@ def _gram_matrix(X, row_scale, mean):
     return gram
 
 
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
 def _sparse_times_columns(sparse, prepare_columns, n_columns, out):
     """``out[:, cols] = sparse @ prepare_columns(cols)`` for narrow column blocks, in threads.
 
@@ -232,7 +224,7 @@ def _sparse_times_columns(sparse, prepare_columns, n_columns, out):
     def multiply(cols):
         out[:, cols] = sparse @ prepare_columns(cols)
 
-    workers = min(_available_cores(), _MAX_SPARSE_THREADS, len(blocks))
+    workers = min(available_cores(), _MAX_SPARSE_THREADS, len(blocks))
     if workers <= 1:
         for cols in blocks:
             multiply(cols)
@@ -430,28 +422,6 @@ def _project(X, row_scale, mean, basis):
     return projected
 
 
-def _graph_total_variations(projected, n_components, graph, connected):
-    """graph_total_variation (cooccurrence.py) of each n_components-wide column group of
-    ``projected``, by row blocks of the graph (``A~[rows] @ projected``), so no second array
-    of ``projected``'s size exists; blocks run in threads (scipy releases the GIL) and are
-    summed in a fixed order, so the result does not depend on the thread count."""
-    def block_terms(rows):
-        block = projected[rows]
-        on_graph = block[connected[rows]]
-        return (np.einsum("ij,ij->j", on_graph, on_graph),
-                np.einsum("ij,ij->j", block, graph[rows] @ projected))
-
-    chunks = list(_row_chunks(projected.shape[0], projected.shape[1] * projected.itemsize))
-    workers = min(_available_cores(), _MAX_SPARSE_THREADS, len(chunks))
-    if workers <= 1:
-        terms = [block_terms(rows) for rows in chunks]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            terms = list(pool.map(block_terms, chunks))
-    per_column = sum(t[0] for t in terms) - sum(t[1] for t in terms)
-    return [float(group.sum()) for group in per_column.reshape(-1, n_components)]
-
-
 # --------------------------------------------------------------------------------------
 # public entry point
 # --------------------------------------------------------------------------------------
@@ -568,8 +538,11 @@ def rec_pca_projection(
 
     graph_tv = graph_tv_pca = None
     if graph is not None:
-        graph_tv, *reference = _graph_total_variations(projected_both, n_components, graph, connected)
-        graph_tv_pca = reference[0] if with_reference else (None if use_graph else graph_tv)
+        graph_tv = graph_total_variation(projected, graph, connected)
+        if with_reference:
+            graph_tv_pca = graph_total_variation(projected_both[:, n_components:], graph, connected)
+        else:
+            graph_tv_pca = None if use_graph else graph_tv
     del projected_both
 
     seconds["projection_and_stats"] = time.perf_counter() - started
