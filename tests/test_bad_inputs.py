@@ -630,6 +630,8 @@ CASES = [
     Case("rec-pca-solver-unknown", "`--rec_pca_solver=fast`", errors.ConfigError,
          "option `rec_pca_solver` must be one of auto, exact, iterative; got 'fast'",
          command_line("--rec_pca_solver=fast")),
+    Case("rec-pca-tol-out-of-range", "`--rec_pca_tol=0`", errors.ConfigError,
+         "option rec_pca_tol must be a number in (0, 1), got 0", command_line("--rec_pca_tol=0")),
     Case("rec-pca-iterative-lambda", "`rec_pca_solver: iterative` with `rec_pca_lambda: 0.9`", errors.ConfigError,
          "conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= 0.5 … Set "
          "`rec_pca_solver: exact`", options(rec_pca_solver="iterative", rec_pca_lambda=0.9)),

@@ -43,21 +43,19 @@ def _graph_options(config):
 
 def _rec_pca_solver_options(config):
     """rec_pca_solver / rec_pca_tol / rec_pca_max_iter, and the iterative solver's lambda limit."""
-    from recbole_tfllmer.method.rec_pca import _ITERATIVE_MAX_LAMBDA, SOLVERS
+    from recbole_tfllmer.method.rec_pca import ITERATIVE_MAX_LAMBDA, SOLVERS, check_solver_options
 
     _choice(config, "rec_pca_solver", SOLVERS)
-    tol = _number(config, "rec_pca_tol", strictly_positive=True, hint="a relative residual such as 1e-5")
-    if tol >= 1:
-        raise ConfigError(f"option `rec_pca_tol` must be < 1 (a relative residual such as 1e-5), got {tol!r}")
-    max_iter = config["rec_pca_max_iter"]
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ConfigError(f"option `rec_pca_max_iter` must be an integer >= 1, got {max_iter!r}")
+    try:  # the solver's own checks, so the two can never disagree
+        check_solver_options(config["rec_pca_solver"], config["rec_pca_tol"], config["rec_pca_max_iter"])
+    except ValueError as err:
+        raise ConfigError(f"option {err}") from None
     lam = config["rec_pca_lambda"]
-    if config["rec_pca_solver"] == "iterative" and config["item_init"] == "rec_pca" and lam > _ITERATIVE_MAX_LAMBDA:
+    if config["rec_pca_solver"] == "iterative" and config["item_init"] == "rec_pca" and lam > ITERATIVE_MAX_LAMBDA:
         raise ConfigError(
-            f"conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= {_ITERATIVE_MAX_LAMBDA} "
+            f"conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= {ITERATIVE_MAX_LAMBDA} "
             f"(above it the Rec-PCA matrix can be indefinite), got {lam!r}. Set `rec_pca_solver: exact` "
-            f"(or auto), or `rec_pca_lambda` <= {_ITERATIVE_MAX_LAMBDA}."
+            f"(or auto), or `rec_pca_lambda` <= {ITERATIVE_MAX_LAMBDA}."
         )
 
 

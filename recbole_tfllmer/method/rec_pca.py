@@ -61,7 +61,7 @@ try:  # optional (ships with scikit-learn); without it LAPACK runs with its defa
 except ImportError:  # pragma: no cover
     threadpool_limits = None
 
-__all__ = ["RecPCAResult", "rec_pca_projection", "SOLVERS"]
+__all__ = ["RecPCAResult", "rec_pca_projection", "check_solver_options", "SOLVERS", "ITERATIVE_MAX_LAMBDA"]
 
 SOLVERS = ("auto", "exact", "iterative")
 
@@ -82,7 +82,7 @@ _GRAM_COLUMN_BLOCK = 512
 # solver="auto" builds M exactly while n D^2 / 2 (its multiply-adds) stays below this.
 _AUTO_EXACT_MAX_WORK = 1e11
 # Largest lam for which M is positive semi-definite (the iterative solver's requirement).
-_ITERATIVE_MAX_LAMBDA = 0.5
+ITERATIVE_MAX_LAMBDA = 0.5
 
 
 @dataclass
@@ -124,7 +124,8 @@ def _check_n_components(n_components, dim_in: int) -> int:
     return int(n_components)
 
 
-def _check_solver(solver, tol, max_iter) -> str:
+def check_solver_options(solver, tol, max_iter) -> str:
+    """rec_pca_solver / rec_pca_tol / rec_pca_max_iter (also checked when the Config is built)."""
     if solver not in SOLVERS:
         raise ValueError(f"rec_pca_solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     valid_tol = isinstance(tol, numbers.Real) and not isinstance(tol, (bool, np.bool_)) and np.isfinite(tol)
@@ -452,7 +453,7 @@ def rec_pca_projection(
     seconds = {}
     X = _as_embedding_matrix(X)
     lam = _check_lambda(lam)
-    solver = _check_solver(solver, tol, max_iter)
+    solver = check_solver_options(solver, tol, max_iter)
     n_items, dim_in = X.shape
     n_components = _check_n_components(n_components, dim_in)
     if n_items < n_components:
@@ -482,10 +483,10 @@ def rec_pca_projection(
     use_graph = graph is not None and lam != 0.0 and bool(connected.any())
     if solver == "auto":
         small = n_items * dim_in**2 / 2 <= _AUTO_EXACT_MAX_WORK
-        solver = "exact" if small or (use_graph and lam > _ITERATIVE_MAX_LAMBDA) else "iterative"
-    if solver == "iterative" and use_graph and lam > _ITERATIVE_MAX_LAMBDA:
+        solver = "exact" if small or (use_graph and lam > ITERATIVE_MAX_LAMBDA) else "iterative"
+    if solver == "iterative" and use_graph and lam > ITERATIVE_MAX_LAMBDA:
         raise ValueError(
-            f"rec_pca_solver 'iterative' needs rec_pca_lambda <= {_ITERATIVE_MAX_LAMBDA} (above it the "
+            f"rec_pca_solver 'iterative' needs rec_pca_lambda <= {ITERATIVE_MAX_LAMBDA} (above it the "
             f"Rec-PCA matrix can be indefinite and subspace iteration may miss its top eigenvectors); "
             f"got rec_pca_lambda {lam}. Use rec_pca_solver 'exact' (or 'auto')."
         )
