@@ -77,8 +77,14 @@ class WeightsOnlyCheckpointMixin:
         self._epoch_valid_result = valid_result
         return valid_score, valid_result
 
-    def _checkpoint_state(self, epoch):
-        best_valid_result = self._epoch_valid_result or getattr(self, "best_valid_result", None)
+    def training_state(self, epoch):
+        """Everything an exact resume after `epoch` needs (weights, optimizer, counters, the
+        best validation result so far, RNG states), as tensors and plain values."""
+        return self._checkpoint_state(epoch, best_valid_result=getattr(self, "best_valid_result", None))
+
+    def _checkpoint_state(self, epoch, best_valid_result=None):
+        if best_valid_result is None:  # at a new best, before RecBole updates best_valid_result
+            best_valid_result = self._epoch_valid_result or getattr(self, "best_valid_result", None)
         return {
             "rng_state": rng_state(getattr(self._train_loader, "generator", None)),
             "best_valid_result": plain_value(dict(best_valid_result)) if best_valid_result else None,
@@ -108,14 +114,20 @@ class WeightsOnlyCheckpointMixin:
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, map_location=self.device, required=RESUME_KEYS)
+        self.restore_training_state(checkpoint, resume_file)
+        self.saved_model_file = resume_file
+        return checkpoint
+
+    def restore_training_state(self, checkpoint, source):
+        """Continue from `checkpoint` (a dict from `_checkpoint_state`): weights, optimizer,
+        epoch counters, early-stopping state and RNG states. `source` names it in messages."""
         if checkpoint["model"].lower() != self.config["model"].lower():
             self.logger.warning(
-                f"checkpoint '{resume_file}' was written by model {checkpoint['model']}, "
+                f"checkpoint '{source}' was written by model {checkpoint['model']}, "
                 f"not {self.config['model']}; loading its state_dict may fail"
             )
-        self._load_weights(checkpoint, resume_file)
+        self._load_weights(checkpoint, source)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.saved_model_file = resume_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -127,7 +139,7 @@ class WeightsOnlyCheckpointMixin:
             self._resumed_loader_state = state.get("generator")
         else:
             self.logger.warning(
-                f"checkpoint '{resume_file}' stores no random number generator states (written by an older "
+                f"checkpoint '{source}' stores no random number generator states (written by an older "
                 "version): training resumes, but not with the shuffles and dropout of an uninterrupted run"
             )
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")

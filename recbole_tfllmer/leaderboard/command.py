@@ -67,6 +67,7 @@ def run_job_subprocess(job, workdir, log_path):
 
 
 def run_job_in_process(job, workdir):
+    from recbole_tfllmer.leaderboard.progress import CellProgress
     from recbole_tfllmer.leaderboard.runner import run_cell
 
     store = CellStore(job["results_dir"])
@@ -77,6 +78,7 @@ def run_job_in_process(job, workdir):
     finally:
         os.chdir(cwd)
     store.write(job["cell_id"], record)
+    CellProgress(workdir, job["cell_id"], job.get("fingerprint")).clear()
     return 0
 
 

@@ -14,7 +14,7 @@ import torch
 
 @torch.no_grad()
 def full_sort_ranks(trainer, eval_data, max_k):
-    """(ranks, target_item_ids): 1-based rank of each evaluation row's target item.
+    """(ranks, target_item_ids, user_ids): 1-based rank of each evaluation row's target item.
 
     Ranks up to `max_k` come from torch.topk exactly as RecBole's Collector; beyond it the
     rank is 1 + #items scored strictly higher (at least max_k + 1).
@@ -26,7 +26,8 @@ def full_sort_ranks(trainer, eval_data, max_k):
     model = trainer.model
     model.eval()
     trainer.tot_item_num = eval_data._dataset.item_num
-    ranks, targets = [], []
+    ranks, targets, users = [], [], []
+    uid_field = eval_data._dataset.uid_field
     for batched_data in eval_data:
         _, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batched_data)
         n_rows = scores.shape[0]
@@ -45,7 +46,8 @@ def full_sort_ranks(trainer, eval_data, max_k):
         rank = torch.where(in_top, top_rank, beyond)
         ranks.append(rank.cpu())
         targets.append(positive_i.cpu())
-    return torch.cat(ranks).numpy().astype(np.int64), torch.cat(targets).numpy().astype(np.int64)
+        users.append(batched_data[0][uid_field].cpu())
+    return tuple(torch.cat(x).numpy().astype(np.int64) for x in (ranks, targets, users))
 
 
 def ndcg_at_k(ranks, k):

@@ -14,6 +14,7 @@ crash loses one cell only).
 
 import json
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -110,99 +111,177 @@ def _metrics(result):
     return {str(k): float(v) for k, v in (result or {}).items()}
 
 
-def run_cell(job, workdir=None):
-    """Run one cell described by `job` (see LeaderboardRunner.job) and return its record."""
+RECORDED_CONFIG_KEYS = (
+    "model", "backbone", "dataset", "seed", "epochs", "stopping_step", "eval_step", "learning_rate",
+    "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "item_init",
+    "item_norm", "item_norm_scale", "item_norm_learnable", "init_scale", "rec_pca_lambda", "graph_window",
+    "graph_weighting", "text_encoder", "text_encoder_type", "text_pooling", "text_normalize", "valid_metric", "topk",
+    "eval_args", "loss_type", "reproducibility", "device",
+)
+
+
+class _FitLog:
+    """What the runner records while RecBole's Trainer.fit runs, and carries across a resume."""
+
+    def __init__(self, saved=None):
+        saved = saved or {}
+        self.valid_scores = list(saved.get("valid_scores", []))
+        self.best_epoch = saved.get("best_epoch")
+        self.best_state_dict = saved.get("best_state_dict")
+        self.train_seconds = list(saved.get("epoch_train_seconds", []))
+        self.valid_seconds = list(saved.get("epoch_valid_seconds", []))
+        self.train_loss = {int(k): float(v) for k, v in (saved.get("train_loss") or {}).items()}
+        self.fit_seconds = float(saved.get("fit_seconds", 0.0))
+        self.stopped = bool(saved.get("stopped", False))
+        self.resumes = list(saved.get("resumes", []))
+        self.code_fingerprints = list(saved.get("code_fingerprints", []))
+        self.cond_init = saved.get("cond_init")
+
+    def state(self, trainer, fit_seconds):
+        return {
+            "valid_scores": self.valid_scores, "best_epoch": self.best_epoch, "best_state_dict": self.best_state_dict,
+            "epoch_train_seconds": self.train_seconds + list(trainer.epoch_train_seconds),
+            "epoch_valid_seconds": self.valid_seconds + list(trainer.epoch_valid_seconds),
+            "train_loss": {int(k): float(v) for k, v in trainer.train_loss_dict.items()},
+            "fit_seconds": fit_seconds, "stopped": self.stopped, "resumes": self.resumes,
+            "code_fingerprints": self.code_fingerprints, "cond_init": self.cond_init,
+        }
+
+
+def _prepare(job, config_dict):
+    """Config -> dataset and splits -> model -> trainer, as quick_start.run_tfllmer does."""
     from recbole.data import data_preparation
     from recbole.utils import init_logger, init_seed
 
     from recbole_tfllmer.data import create_dataset
+    from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
+
+    config = build_config(config_file_list=list(job["config_files"]), config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    if job.get("init_logger", True):
+        init_logger(config)
+    t0 = time.perf_counter()
+    dataset = create_dataset(config)
+    splits = data_preparation(config, dataset)
+    data_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = build_model(config, splits[0])
+    model_seconds = time.perf_counter() - t0
+    return config, dataset, splits, model, build_trainer(config, model), data_seconds, model_seconds
+
+
+def _fit(job, config, trainer, model, train_data, valid_data, fit_log, progress):
+    """RecBole's Trainer.fit, saving the whole state to `progress` after every evaluation.
+
+    The best model is a state_dict snapshot taken when RecBole's early stopping marks a new
+    best (cur_step reset to 0), kept in memory and in the progress file, never a separate
+    checkpoint file."""
+    logger = getLogger()
+    started = time.perf_counter()
+    fit_seconds_before = fit_log.fit_seconds
+
+    def on_epoch(epoch_idx, valid_score):
+        fit_log.valid_scores.append({"epoch": int(epoch_idx), "score": float(valid_score)})
+        if trainer.cur_step == 0:
+            fit_log.best_epoch = int(epoch_idx)
+            fit_log.best_state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # RecBole stops when cur_step exceeds stopping_step; it breaks right after this callback
+        fit_log.stopped = trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs
+        if progress is not None:
+            progress.save(trainer, epoch_idx, fit_log.state(trainer, fit_seconds_before + time.perf_counter() - started))
+        logger.info(f"[leaderboard] {job['cell_id']} epoch {epoch_idx} valid {valid_score:.5f}")
+
+    if fit_log.stopped:  # resumed after its last evaluation: only what fit() sets up for evaluate()
+        trainer.eval_collector.data_collect(train_data)
+    else:
+        trainer.fit(train_data, valid_data, saved=False, show_progress=False, callback_fn=on_epoch, verbose=True)
+    fit_log.fit_seconds = fit_seconds_before + time.perf_counter() - started
+    if fit_log.best_state_dict is not None:
+        model.load_state_dict(fit_log.best_state_dict)
+    return trainer.best_valid_score, trainer.best_valid_result
+
+
+def _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result):
+    """Per-user test ranks (stored compactly for the paired intervals) and NDCG@k by popularity
+    bucket, from our own full-sort pass, checked against RecBole's test metrics."""
     from recbole_tfllmer.leaderboard.longtail import (bucket_metrics, full_sort_ranks, hit_at_k, ndcg_at_k,
                                                    training_popularity)
-    from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
+    from recbole_tfllmer.leaderboard.paired import encode_ranks, rows_hash
+
+    lt_cfg = job.get("longtail") or {"buckets": 5, "k": 10}
+    k = int(lt_cfg.get("k", 10))
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    ranks, targets, users = full_sort_ranks(trainer, test_data, max(topk))
+    popularity = training_popularity(train_data._dataset)
+    own = {}
+    for kk in topk:
+        own[f"ndcg@{kk}"] = float(ndcg_at_k(ranks, kk).mean())
+        own[f"hit@{kk}"] = float(hit_at_k(ranks, kk).mean())
+    diffs = [abs(v - float(test_result[m])) for m, v in own.items() if m in test_result]
+    longtail = {
+        "k": k,
+        "buckets": bucket_metrics(ranks, popularity[targets], int(lt_cfg.get("buckets", 5)), k),
+        "own_overall": own,
+        "abs_diff": max(diffs) if diffs else None,
+        "n_test_rows": int(len(ranks)),
+        "metric_decimal_place": int(config["metric_decimal_place"]),
+        "popularity": "times the item is a training target",
+    }
+    test_ranks = {**encode_ranks(ranks), "rows_sha": rows_hash(users, targets)}
+    return longtail, test_ranks
+
+
+def run_cell(job, workdir=None):
+    """Run one cell described by `job` (see command.make_job) and return its record.
+
+    With a `workdir`, the cell's training state is saved there after every evaluation
+    (progress.py) and a half-finished cell continues from it; the caller removes it with
+    `CellProgress.clear()` once the record is stored."""
+    from recbole_tfllmer.leaderboard.progress import CellProgress
 
     start = time.perf_counter()
     own_tmp = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="tfllmer-cell-"))
     checkpoint_dir = workdir / "saved" / job["cell_id"]
     config_dict = dict(job["config_dict"], checkpoint_dir=str(checkpoint_dir))
+    progress = CellProgress(workdir, job["cell_id"], job.get("fingerprint"))
+    saved = progress.load()
+    fit_log = _FitLog(saved["runner"] if saved else None)
     try:
-        config = build_config(config_file_list=list(job["config_files"]), config_dict=config_dict)
-        init_seed(config["seed"], config["reproducibility"])
-        if job.get("init_logger", True):
-            init_logger(config)
+        config, dataset, (train_data, valid_data, test_data), model, trainer, data_seconds, model_seconds = _prepare(
+            job, config_dict)
         logger = getLogger()
-
-        t0 = time.perf_counter()
-        dataset = create_dataset(config)
-        train_data, valid_data, test_data = data_preparation(config, dataset)
-        data_seconds = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        model = build_model(config, train_data)
-        model_seconds = time.perf_counter() - t0
-        trainer = build_trainer(config, model)
+        fit_log.code_fingerprints = sorted(set(fit_log.code_fingerprints) | {code_fingerprint()})
 
         cond_cfg = job.get("conditioning") or {"sample_size": 256, "seed": 0}
         sample_idx, sample = conditioning_sample(train_data._dataset, cond_cfg["sample_size"], cond_cfg["seed"])
         t0 = time.perf_counter()
-        cond_init = conditioning_stats(model, sample)
+        if saved is None:
+            fit_log.cond_init = conditioning_stats(model, sample)
+        else:  # the state after the last evaluation: weights, optimizer, counters, RNG
+            trainer.restore_training_state(saved, str(progress.path))
+            trainer.train_loss_dict = dict(fit_log.train_loss)
+            fit_log.resumes.append({"after_epoch": int(saved["epoch"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            logger.info(f"[leaderboard] {job['cell_id']}: resumed after epoch {saved['epoch']} from {progress.path}")
         cond_seconds = time.perf_counter() - t0
 
-        valid_scores = []  # epoch times: the plugin trainer's epoch_train/valid_seconds
-        best_state = {}
-
-        def on_epoch(epoch_idx, valid_score):
-            valid_scores.append({"epoch": int(epoch_idx), "score": float(valid_score)})
-            if trainer.cur_step == 0:  # early_stopping just reset: this epoch is the new best (RecBole's update_flag)
-                best_state["epoch"] = int(epoch_idx)
-                best_state["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            logger.info(f"[leaderboard] {job['cell_id']} epoch {epoch_idx} valid {valid_score:.5f}")
-
-        t0 = time.perf_counter()
-        # The best model is kept in memory (a state_dict snapshot taken when RecBole's early
-        # stopping marks a new best), not in a checkpoint file: a cell never depends on the
-        # checkpoint format, and nothing is left on disk.
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=False, show_progress=False, callback_fn=on_epoch, verbose=True
-        )
-        fit_seconds = time.perf_counter() - t0
-        if best_state:
-            model.load_state_dict(best_state["state_dict"])
+        best_valid_score, best_valid_result = _fit(job, config, trainer, model, train_data, valid_data, fit_log,
+                                                   progress if not own_tmp else None)
         t0 = time.perf_counter()
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         test_seconds = time.perf_counter() - t0
-
         cond_end = conditioning_stats(model, sample)
+        longtail, test_ranks = _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result)
 
-        # long tail: our own full-sort pass over the test loader with the best model
-        lt_cfg = job.get("longtail") or {"buckets": 5, "k": 10}
-        k = int(lt_cfg.get("k", 10))
-        topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
-        ranks, targets = full_sort_ranks(trainer, test_data, max(topk))
-        popularity = training_popularity(train_data._dataset)
-        own = {}
-        for kk in topk:
-            own[f"ndcg@{kk}"] = float(ndcg_at_k(ranks, kk).mean())
-            own[f"hit@{kk}"] = float(hit_at_k(ranks, kk).mean())
-        diffs = [abs(v - float(test_result[m])) for m, v in own.items() if m in test_result]
-        longtail = {
-            "k": k,
-            "buckets": bucket_metrics(ranks, popularity[targets], int(lt_cfg.get("buckets", 5)), k),
-            "own_overall": own,
-            "abs_diff": max(diffs) if diffs else None,
-            "n_test_rows": int(len(ranks)),
-            "metric_decimal_place": int(config["metric_decimal_place"]),
-            "popularity": "times the item is a training target",
-        }
-
+        scores = [v["score"] for v in fit_log.valid_scores]
         best_epoch = None
-        if valid_scores:
-            scores = [v["score"] for v in valid_scores]
-            best_epoch = valid_scores[int(np.argmax(scores) if config["valid_metric_bigger"] else np.argmin(scores))]["epoch"]
-
+        if scores:
+            best_epoch = fit_log.valid_scores[int(np.argmax(scores) if config["valid_metric_bigger"] else np.argmin(scores))]["epoch"]
+        train_seconds = fit_log.train_seconds + list(trainer.epoch_train_seconds)
+        train_loss = [float(trainer.train_loss_dict[e]) for e in sorted(trainer.train_loss_dict)]
         info = dict(getattr(model, "tfllmer_info", {}) or {})
         emb_info = getattr(dataset, "embedding_info", {}) or {}
-        record = {
+        return {
             "version": RECORD_VERSION,
             "status": "done",
             "cell_id": job["cell_id"],
@@ -211,44 +290,35 @@ def run_cell(job, workdir=None):
             "fingerprint": job.get("fingerprint"),
             "config_files": [str(f) for f in job["config_files"]],
             "config_overrides": job["config_dict"],
-            "config": {
-                key: config[key]
-                for key in [
-                    "model", "backbone", "dataset", "seed", "epochs", "stopping_step", "learning_rate",
-                    "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "hidden_size",
-                    "embedding_size", "item_init", "item_norm", "item_norm_scale", "item_norm_learnable",
-                    "init_scale", "rec_pca_lambda", "graph_window", "graph_weighting", "text_encoder",
-                    "text_encoder_type", "text_pooling", "text_normalize", "valid_metric", "topk", "eval_args",
-                    "loss_type", "reproducibility", "device",
-                ]
-                if key in config
-            },
+            "config": {key: config[key] for key in RECORDED_CONFIG_KEYS if key in config},
             "best_valid_score": float(best_valid_score),
             "best_valid": _metrics(best_valid_result),
             "test": _metrics(test_result),
+            "test_ranks": test_ranks,
             "best_epoch": best_epoch,
-            "best_epoch_loaded": best_state.get("epoch"),
-            "epochs_run": len(trainer.epoch_train_seconds),
-            "train_loss": [float(trainer.train_loss_dict[e]) for e in sorted(trainer.train_loss_dict)],
-            "train_loss_per_batch": [
-                float(trainer.train_loss_dict[e]) / max(len(train_data), 1) for e in sorted(trainer.train_loss_dict)
-            ],
-            "valid_scores": valid_scores,
-            "epoch_train_seconds": list(trainer.epoch_train_seconds),
-            "epoch_valid_seconds": list(trainer.epoch_valid_seconds),
+            "best_epoch_loaded": fit_log.best_epoch,
+            "epochs_run": len(train_seconds),
+            "epoch_cap": int(config["epochs"]),
+            "stopped_early": len(train_seconds) < int(config["epochs"]),
+            "train_loss": train_loss,
+            "train_loss_per_batch": [v / max(len(train_data), 1) for v in train_loss],
+            "valid_scores": fit_log.valid_scores,
+            "epoch_train_seconds": train_seconds,
+            "epoch_valid_seconds": fit_log.valid_seconds + list(trainer.epoch_valid_seconds),
             "n_train_batches": len(train_data),
             "n_train_rows": len(train_data._dataset),
+            "resumes": fit_log.resumes,
             "conditioning": {
                 "sample_size": len(sample_idx),
                 "sample_seed": cond_cfg["seed"],
-                "init": cond_init,
+                "init": fit_log.cond_init,
                 "end": cond_end,
             },
             "longtail": longtail,
             "timings": {
                 "data_seconds": data_seconds,
                 "model_build_seconds": model_seconds,
-                "fit_seconds": fit_seconds,
+                "fit_seconds": fit_log.fit_seconds,
                 "test_seconds": test_seconds,
                 "conditioning_seconds": cond_seconds,
                 "cell_seconds": time.perf_counter() - start,
@@ -259,19 +329,36 @@ def run_cell(job, workdir=None):
             "embedding_info": {k: v for k, v in emb_info.items() if isinstance(v, (int, float, str, bool))},
             "memory": {"peak_rss_mb": peak_rss_mb(), "end_rss_mb": current_rss_mb()},
             "code_fingerprint": code_fingerprint(),
+            "code_fingerprints": fit_log.code_fingerprints,
             "environment": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,
                 "torch_threads": torch.get_num_threads(),
                 "host": platform.node(),
+                "machine": machine_description(),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         }
-        return record
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         if own_tmp:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def machine_description():
+    """CPU model and core count, or the GPU: stated next to every number."""
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores"
 
 
 def main(argv=None):
@@ -283,6 +370,7 @@ def main(argv=None):
         job = json.load(f)
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
+    from recbole_tfllmer.leaderboard.progress import CellProgress
     from recbole_tfllmer.leaderboard.store import CellStore
 
     store = CellStore(job["results_dir"])
@@ -293,6 +381,8 @@ def main(argv=None):
         traceback.print_exc()
         return 1
     store.write(job["cell_id"], record)
+    if job.get("workdir"):
+        CellProgress(job["workdir"], job["cell_id"], job.get("fingerprint")).clear()
     logging.getLogger().info(f"[leaderboard] wrote {store.cell_path(job['cell_id'])}")
     return 0
 

@@ -1,0 +1,97 @@
+"""A board killed in the middle of a cell continues that cell and gets the uninterrupted result."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from recbole_tfllmer.leaderboard.progress import CellProgress
+from recbole_tfllmer.leaderboard.store import CellStore
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 40
+
+
+def board(tmp_path, data_path, dataset):
+    spec = {
+        "name": "resume",
+        "datasets": {dataset: {"properties": str(REPO / "properties" / "ml-100k.yaml"),
+                               "overrides": {"data_path": str(data_path), "dataset": dataset}}},
+        "backbones": ["GRU4Rec"],
+        "methods": ["RandInit"],
+        "seeds": [3],
+        "overrides": {"epochs": EPOCHS, "stopping_step": EPOCHS, "eval_step": 1, "MAX_ITEM_LIST_LENGTH": 10,
+                      "train_batch_size": 64, "eval_batch_size": 256, "embedding_size": 16, "hidden_size": 16,
+                      "metric_decimal_place": 10, "show_progress": False, "use_gpu": False,
+                      "save_dataset": False, "save_dataloaders": False},
+        "conditioning": {"sample_size": 16, "seed": 0},
+        "longtail": {"buckets": 2, "k": 10},
+    }
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def command(spec_path, results, workdir):
+    return [sys.executable, "-m", "recbole_tfllmer.leaderboard", "--config", str(spec_path), "--results-root",
+            str(results), "--workdir", str(workdir), "--threads", "1", "--no-plots"]
+
+
+def saved_epoch(path):
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # not written yet, or replaced while we read it
+        return -1
+
+
+def test_killed_board_resumes_mid_cell_with_the_uninterrupted_result(tmp_path):
+    from tests.conftest import write_ml100k_slice
+
+    data_path, dataset = write_ml100k_slice(tmp_path / "data", n_users=150)
+    spec_path = board(tmp_path, data_path, dataset)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cell_id = f"{dataset}__GRU4Rec__RandInit__none__seed3"
+
+    # the interrupted board: SIGKILL to the whole process group once a few evaluations are saved
+    workdir = tmp_path / "work-killed"
+    progress = CellProgress(workdir, cell_id, None).path
+    proc = subprocess.Popen(command(spec_path, tmp_path / "results-killed", workdir), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    killed_after = -1
+    while time.monotonic() < deadline and proc.poll() is None:
+        killed_after = saved_epoch(progress) if progress.exists() else -1
+        if killed_after >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert 2 <= killed_after < EPOCHS - 1, "the board was not killed in the middle of its cell"
+    assert not CellStore(tmp_path / "results-killed" / "resume").is_done(cell_id)
+
+    # restart: the same command continues the cell from its last evaluation
+    subprocess.run(command(spec_path, tmp_path / "results-killed", workdir), cwd=tmp_path, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    resumed = CellStore(tmp_path / "results-killed" / "resume").read(cell_id)
+    assert not progress.exists(), "the progress file is removed once the cell is stored"
+
+    # the uninterrupted board
+    subprocess.run(command(spec_path, tmp_path / "results-whole", tmp_path / "work-whole"), cwd=tmp_path, env=env,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    whole = CellStore(tmp_path / "results-whole" / "resume").read(cell_id)
+
+    assert whole["resumes"] == []
+    assert [r["after_epoch"] for r in resumed["resumes"]] and resumed["resumes"][0]["after_epoch"] >= killed_after
+    assert resumed["epochs_run"] == whole["epochs_run"] == EPOCHS
+    assert len(resumed["epoch_train_seconds"]) == EPOCHS
+    assert resumed["valid_scores"] == whole["valid_scores"]
+    assert resumed["train_loss"] == whole["train_loss"]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert resumed["test"] == whole["test"]
+    assert resumed["test_ranks"] == whole["test_ranks"]
+    assert resumed["conditioning"]["init"] == whole["conditioning"]["init"]
