@@ -79,9 +79,10 @@ def paired_difference(a, b, level=0.95, n_boot=2000, seed=0):
     n = d_user.size
     diff = float(d_user.mean())
     rng = np.random.default_rng(seed)
-    boot = np.empty(n_boot)
-    for i in range(n_boot):  # paired: the same resampled users for A and B
-        boot[i] = d_user[rng.integers(0, n, n)].mean()
+    chunk = max(1, 2_000_000 // n)
+    # paired: the same resampled users for A and B (the difference is resampled as one value)
+    boot = np.concatenate([d_user[rng.integers(0, n, (min(chunk, n_boot - i), n))].mean(axis=1)
+                           for i in range(0, n_boot, chunk)])
     var_users = float(boot.var(ddof=1))
     parts = [(var_users, n - 1)]
     seed_spread = a.shape[0] > 1 and b.shape[0] > 1
@@ -96,3 +97,47 @@ def paired_difference(a, b, level=0.95, n_boot=2000, seed=0):
             "se_users": math.sqrt(var_users), "se_total": math.sqrt(var), "covers_seeds": bool(seed_spread),
             "n_users": int(n), "n_seeds": [int(a.shape[0]), int(b.shape[0])],
             "excludes_zero": bool(diff - half > 0 or diff + half < 0)}
+
+
+def per_user_values(records, metric):
+    """(seeds x users) array of `metric` for the cells of one method, or None when a cell has
+    no stored ranks (cells written before ranks were recorded) or the cells' rows differ."""
+    if not records or any("test_ranks" not in r for r in records):
+        return None
+    if len({r["test_ranks"]["rows_sha"] for r in records}) != 1:
+        return None
+    return np.stack([per_user_metric(decode_ranks(r["test_ranks"]), metric) for r in records])
+
+
+def compare_methods(groups, metric, baseline_of=None, level=0.95):
+    """Paired intervals for each entry of one comparable group (same dataset, backbone and test
+    rows): against the best other entry (by mean) and against its baseline.
+
+    `groups`: {label: [cell records of that method]}; `baseline_of(label)` names the label to
+    compare with as the baseline (e.g. LLMInit with the same vectors), or None. Returns {label:
+    {"mean", "best_other", "vs_best_other", "baseline", "vs_baseline", "first"}}: "first" is True
+    only for the best mean whose interval against the runner-up excludes zero. {} when a cell
+    carries no per-user ranks or the cells were evaluated on different rows."""
+    values = {label: per_user_values(recs, metric) for label, recs in groups.items()}
+    if not values or any(v is None for v in values.values()):
+        return {}
+    if len({r["test_ranks"]["rows_sha"] for recs in groups.values() for r in recs}) != 1:
+        return {}
+    means = {label: float(v.mean()) for label, v in values.items()}
+    ranked = sorted(means, key=lambda label: -means[label])
+    out = {}
+    for label in ranked:
+        others = [o for o in ranked if o != label]
+        base = baseline_of(label) if baseline_of else None
+        base = base if base in values and base != label else None
+        out[label] = {
+            "mean": means[label],
+            "best_other": others[0] if others else None,
+            "vs_best_other": paired_difference(values[label], values[others[0]], level=level) if others else None,
+            "baseline": base,
+            "vs_baseline": paired_difference(values[label], values[base], level=level) if base else None,
+            "first": False,
+        }
+    top = out[ranked[0]]
+    top["first"] = bool(top["vs_best_other"] and top["vs_best_other"]["low"] > 0)
+    return out

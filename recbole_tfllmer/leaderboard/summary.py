@@ -72,6 +72,8 @@ def aggregate(records, method_order=None, vector_order=None):
         )
         row["epochs_run_mean"], _ = mean_std([r.get("epochs_run") for r in recs])
         row["best_epoch_mean"], _ = mean_std([r.get("best_epoch") for r in recs])
+        row["epoch_cap_max"] = max((float(r.get("epoch_cap") or _get(r, "config.epochs") or math.nan) for r in recs),
+                                   default=math.nan)
         row["epoch_seconds_mean"], _ = mean_std(
             [float(np.mean(r["epoch_train_seconds"])) for r in recs if r.get("epoch_train_seconds")]
         )
@@ -137,8 +139,13 @@ def _sci(value):
     return f"{value:.3g}"
 
 
-def to_markdown(rows, title="Leaderboard", protocol="", notes=None):
-    """Markdown: protocol first, then one table per dataset (rows = backbone/vectors/method)."""
+def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=None):
+    """Markdown: protocol first, then one table per dataset (rows = backbone/vectors/method).
+
+    `comparisons` (see `paired_comparisons`): with them, bold marks a method *first* only where
+    its paired 95% interval against the runner-up excludes zero, and a table of paired
+    differences follows; without them (cells that predate per-user ranks) bold is the best mean."""
+    comparisons = comparisons or {}
     lines = [f"# {title}", ""]
     if protocol:
         lines += ["## Protocol", "", protocol.strip(), ""]
@@ -146,7 +153,10 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None):
     for row in rows:
         by_dataset.setdefault(row["dataset"], []).append(row)
     for dataset, drows in by_dataset.items():
-        lines += [f"## {dataset}: test metrics (mean ± std over seeds; best per column in bold)", ""]
+        paired = any(comparisons.get((dataset, b, m)) for b in {r["backbone"] for r in drows} for m in METRICS)
+        legend = ("bold = first: best mean and the paired 95% interval against the runner-up excludes zero"
+                  if paired else "best mean per column in bold; no paired intervals (cells without per-user ranks)")
+        lines += [f"## {dataset}: test metrics (mean ± std over seeds; {legend})", ""]
         backbones = list(OrderedDict.fromkeys(r["backbone"] for r in drows))
         header = ["Method", "Vectors", "Seeds"]
         for b in backbones:
@@ -161,9 +171,12 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None):
             brows = [table.get((b, v, m)) for v, m in keys]
             present = [(i, r) for i, r in enumerate(brows) if r is not None]
             for metric in METRICS:
-                col = f"test_{metric}_mean"
-                flags = best_flags([r for _, r in present], col)
-                bold[(b, metric)] = {present[j][0] for j in flags}
+                comp = comparisons.get((dataset, b, metric))
+                if comp:
+                    bold[(b, metric)] = {i for i, r in present if comp.get((r["vectors"], r["method"]), {}).get("first")}
+                else:
+                    flags = best_flags([r for _, r in present], f"test_{metric}_mean")
+                    bold[(b, metric)] = {present[j][0] for j in flags}
         for i, (vectors, method) in enumerate(keys):
             seeds = {table[(b, vectors, method)]["n_seeds"] for b in backbones if (b, vectors, method) in table}
             cells = [method, vectors, "/".join(str(s) for s in sorted(seeds))]
@@ -176,17 +189,18 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None):
                         cells.append(_cell(r[f"test_{metric}_mean"], r[f"test_{metric}_std"], i in bold[(b, metric)]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += paired_section(dataset, [b for b in backbones], comparisons)
         # diagnostics table
         lines += [f"### {dataset}: training diagnostics (means over seeds)", ""]
         dh = ["Backbone", "Method", "Vectors", "κ(H) init", "κ(H) end", "final train loss", "epochs", "best epoch",
-              "s/epoch", "encode s", "graph s", "Rec-PCA s", "peak RSS MB"]
+              "epoch cap", "s/epoch", "encode s", "graph s", "Rec-PCA s", "peak RSS MB"]
         lines.append("| " + " | ".join(dh) + " |")
         lines.append("|" + "---|" * len(dh))
         for r in drows:
             lines.append("| " + " | ".join([
                 r["backbone"], r["method"], r["vectors"], _sci(r["cond_init_mean"]), _sci(r["cond_end_mean"]),
                 _fmt(r["final_train_loss_mean"]), _fmt(r["epochs_run_mean"], 1), _fmt(r["best_epoch_mean"], 1),
-                _fmt(r["epoch_seconds_mean"], 1), _fmt(r["embedding_seconds_mean"], 2), _fmt(r["graph_seconds_mean"], 3),
+                _fmt(r["epoch_cap_max"], 0), _fmt(r["epoch_seconds_mean"], 1), _fmt(r["embedding_seconds_mean"], 2), _fmt(r["graph_seconds_mean"], 3),
                 _fmt(r["rec_pca_seconds_mean"], 3), _fmt(r["peak_rss_mb_max"], 0),
             ]) + " |")
         lines.append("")
@@ -228,10 +242,19 @@ def write_summary(spec, store, out_dir=None, plots=True):
     codes = sorted({r.get("code_fingerprint") or "unrecorded" for r in current})
     if codes:
         notes.append(f"Plugin source fingerprints of the cells (code_fingerprint): {', '.join(codes)}.")
+    late = late_best_epochs(current)
+    if late:
+        notes.append("Not converged (best epoch in the last 20% of the epoch cap): " + ", ".join(late) + ".")
+    comparisons = paired_comparisons(current)
     atomic_write_text(out_dir / "leaderboard.csv", to_csv(rows))
+    if comparisons:
+        atomic_write_text(out_dir / "paired.csv", to_csv(paired_rows(comparisons)))
     atomic_write_text(out_dir / "cells.csv", to_csv(cell_rows(current)))
-    atomic_write_text(out_dir / "leaderboard.md", to_markdown(rows, f"Leaderboard: {spec.name}", spec.protocol, notes))
+    atomic_write_text(out_dir / "leaderboard.md",
+                      to_markdown(rows, f"Leaderboard: {spec.name}", spec.protocol, notes, comparisons))
     written = [out_dir / "leaderboard.csv", out_dir / "cells.csv", out_dir / "leaderboard.md"]
+    if comparisons:
+        written.append(out_dir / "paired.csv")
     if plots and current:
         from recbole_tfllmer.leaderboard.plots import write_plots
 
@@ -255,4 +278,87 @@ def cell_rows(records):
         row["cell_seconds"] = _get(r, "timings.cell_seconds")
         row["peak_rss_mb"] = _get(r, "memory.peak_rss_mb")
         rows.append(row)
+    return rows
+
+
+# -- paired intervals (paired.py) ---------------------------------------------------------------
+PAIRED_METRICS = ("ndcg@10", "hit@10")
+
+
+def late_best_epochs(records, fraction=0.2):
+    """Cells whose best epoch lies in the last `fraction` of their epoch cap (not converged)."""
+    late = []
+    for r in records:
+        cap, best = r.get("epoch_cap") or _get(r, "config.epochs"), r.get("best_epoch")
+        if cap and best is not None and best + 1 > (1 - fraction) * cap:
+            late.append(f"{r['cell_id']} (best epoch {best} of {cap})")
+    return late
+
+
+def paired_comparisons(records, baseline="LLMInit"):
+    """{(dataset, backbone, metric): compare_methods(...)} over every (vectors, method) entry of a
+    dataset and backbone; each entry's baseline is `baseline` with the same vectors."""
+    from recbole_tfllmer.leaderboard.paired import compare_methods
+
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        groups[(r["dataset"], r["backbone"])][(r["vectors"], r["method"])].append(r)
+    out = {}
+    for (dataset, backbone), by_label in groups.items():
+        for metric in METRICS:
+            comp = compare_methods(by_label, metric, baseline_of=lambda label: (label[0], baseline))
+            if comp:
+                out[(dataset, backbone, metric)] = comp
+    return out
+
+
+def _interval(d):
+    if not d:
+        return "—"
+    text = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    return text if d["covers_seeds"] else text + " ¹"
+
+
+def paired_section(dataset, backbones, comparisons):
+    """Markdown lines: per backbone, each method's mean and its paired differences."""
+    lines = []
+    for b in backbones:
+        comps = {m: comparisons.get((dataset, b, m)) for m in PAIRED_METRICS}
+        if not all(comps.values()):
+            continue
+        lines += [f"### {dataset} / {b}: paired differences, 95% intervals over test users and seeds", ""]
+        header = ["Method", "Vectors"]
+        for m in PAIRED_METRICS:
+            label = METRIC_LABELS[m]
+            header += [label, f"{label} − best other", f"{label} − LLMInit", f"{label} first?"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for label in comps[PAIRED_METRICS[0]]:
+            cells = [label[1], label[0]]
+            for m in PAIRED_METRICS:
+                e = comps[m][label]
+                first = "**first**" if e["first"] else ("best mean, tied" if e["best_other"] and
+                                                       e["mean"] >= comps[m][e["best_other"]]["mean"] else "")
+                cells += [f"{e['mean']:.4f}", _interval(e["vs_best_other"]) + f" vs {e['best_other'][1]}"
+                          if e["best_other"] else "—", _interval(e["vs_baseline"]), first]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Difference = this method minus the other (mean over seeds and test users), with its 95% "
+                  "interval: paired bootstrap over test users plus the seed-to-seed spread (Welch t). ¹ one seed on a "
+                  "side: user sampling only. A method is first only where its interval against the best other "
+                  "method excludes zero.", ""]
+    return lines
+
+
+def paired_rows(comparisons):
+    rows = []
+    for (dataset, backbone, metric), comp in sorted(comparisons.items()):
+        for (vectors, method), e in comp.items():
+            row = OrderedDict(dataset=dataset, backbone=backbone, vectors=vectors, method=method, metric=metric,
+                              mean=e["mean"], first=e["first"])
+            for kind in ("best_other", "baseline"):
+                d = e[f"vs_{kind}"]
+                row[kind] = "/".join(e[kind][::-1]) if e[kind] else ""
+                for key in ("diff", "low", "high", "df", "se_users", "se_total"):
+                    row[f"{kind}_{key}"] = d[key] if d else math.nan
+            rows.append(row)
     return rows
