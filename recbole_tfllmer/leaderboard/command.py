@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,12 +81,20 @@ def run_job_in_process(job, workdir):
     return 0
 
 
+def default_workdir(board):
+    """Scratch that outlives the process and the checkout (RecBole logs, job files, the embedding
+    cache, the progress files a stopped cell resumes from): $XDG_CACHE_HOME or ~/.cache."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "recbole_tfllmer" / "leaderboard" / board
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m recbole_tfllmer.leaderboard", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="leaderboard yaml (leaderboards/<name>.yaml)")
     p.add_argument("--results-root", default=None, help="folder holding <leaderboard>/ (default: <repo>/results)")
     p.add_argument("--workdir", default=None,
-                   help="scratch folder for RecBole logs, checkpoints and job files (default: $TMPDIR/tfllmer-leaderboard/<name>)")
+                   help="scratch folder for RecBole logs, job files, the embedding cache and the progress files that "
+                        "half-finished cells resume from (default: ~/.cache/recbole_tfllmer/leaderboard/<name>)")
     p.add_argument("--only", action="append", default=[],
                    help="filter cells: field=v1,v2 (fields: dataset backbone method vectors seed); repeat to AND")
     p.add_argument("--summary-only", action="store_true", help="only regenerate the summary from the cell files")
@@ -179,7 +186,7 @@ def main(argv=None):
     spec = load_spec(args.config)
     store = CellStore(spec.results_dir(args.results_root))
     filters = parse_only(args.only)
-    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / "tfllmer-leaderboard" / spec.name).resolve()
+    workdir = Path(args.workdir or default_workdir(spec.name)).resolve()
     if not (args.summary_only or args.list):
         workdir.mkdir(parents=True, exist_ok=True)
 
