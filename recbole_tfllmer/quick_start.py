@@ -9,6 +9,7 @@ init_seed, init_logger and Trainer.
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from logging import getLogger
 
 import torch.distributed as dist
@@ -51,6 +52,40 @@ def build_trainer(config, model):
     return get_trainer(config["MODEL_TYPE"], config["model"], backbone)(config, model)
 
 
+@dataclass
+class Prepared:
+    """Everything one run needs, built by `prepare` in RecBole's order."""
+
+    config: object
+    dataset: object
+    train_data: object
+    valid_data: object
+    test_data: object
+    model: object
+    trainer: object = None
+    timings: dict = field(default_factory=dict)
+
+
+def prepare(config, with_trainer=True, log_dataset=False):
+    """config -> dataset (+ the item-text hook) -> RecBole's splits -> model -> trainer.
+
+    The one place the RecBole pipeline is assembled: the quick start, the leaderboard runner,
+    the benchmarks and the tests all build their runs through it. The seed is set first, as
+    recbole.quick_start.run_recbole does, so a run is reproduced by its config alone."""
+    init_seed(config["seed"], config["reproducibility"])
+    started = time.perf_counter()
+    dataset = create_dataset(config)
+    if log_dataset:
+        getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    data_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    model = build_model(config, train_data)
+    timings = {"data_seconds": data_seconds, "model_build_seconds": time.perf_counter() - started}
+    trainer = build_trainer(config, model) if with_trainer else None
+    return Prepared(config, dataset, train_data, valid_data, test_data, model, trainer, timings)
+
+
 def run_tfllmer(
     model=None,
     dataset=None,
@@ -72,15 +107,10 @@ def run_tfllmer(
     logger.info(sys.argv)
     logger.info(config)
 
-    data_start = time.perf_counter()
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    data_seconds = time.perf_counter() - data_start
-
-    model = build_model(config, train_data)
+    run = prepare(config, log_dataset=True)
+    dataset, model, trainer = run.dataset, run.model, run.trainer
+    train_data, valid_data, test_data = run.train_data, run.valid_data, run.test_data
     logger.info(model)
-    trainer = build_trainer(config, model)
 
     fit_start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
@@ -102,7 +132,7 @@ def run_tfllmer(
         "model_file": trainer.saved_model_file if saved else None,
         "train_loss": dict(trainer.train_loss_dict),
         "timings": {
-            "data_seconds": data_seconds,
+            "data_seconds": run.timings["data_seconds"],
             "fit_seconds": fit_seconds,
             "total_seconds": time.perf_counter() - start,
             **{f"embedding_{k}": v for k, v in getattr(dataset, "embedding_info", {}).items()
@@ -154,14 +184,10 @@ def run(
 def objective_function(config_dict=None, config_file_list=None, saved=True):
     """RecBole's objective for HyperTuning: train, validate, test; no logging to files."""
     config = build_config(config_dict=config_dict, config_file_list=config_file_list)
-    init_seed(config["seed"], config["reproducibility"])
     logging.basicConfig(level=logging.ERROR)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    model = build_model(config, train_data)
-    trainer = build_trainer(config, model)
-    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
-    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    run = prepare(config)
+    best_valid_score, best_valid_result = run.trainer.fit(run.train_data, run.valid_data, verbose=False, saved=saved)
+    test_result = run.trainer.evaluate(run.test_data, load_best_model=saved)
     return {
         "model": config["model"],
         "best_valid_score": best_valid_score,
@@ -181,10 +207,7 @@ def load_data_and_model(model_file):
     checkpoint = load_checkpoint(model_file, map_location="cpu")
     final, external = checkpoint_config(checkpoint)
     config = build_config(model=final["model"], dataset=final["dataset"], config_dict=external)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    model = build_model(config, train_data)
-    load_model_state(model, checkpoint, model_file)
-    return config, model, dataset, train_data, valid_data, test_data
+    run = prepare(config, with_trainer=False)
+    load_model_state(run.model, checkpoint, model_file)
+    return config, run.model, run.dataset, run.train_data, run.valid_data, run.test_data

@@ -1,8 +1,8 @@
 """Run one leaderboard cell with run_tfllmer's building blocks and return its record.
 
-Steps (the same as `quick_start.run_tfllmer`): build_config -> create_dataset ->
-data_preparation -> build_model -> build_trainer -> Trainer.fit (best model by the
-validation metric) -> Trainer.evaluate(test). Around them the runner records what the
+Steps: quick_start.prepare (config -> dataset -> splits -> model -> trainer, as for every
+run of the plugin) -> Trainer.fit (best model by the validation metric, progress saved after
+every evaluation) -> Trainer.evaluate(test). Around them the runner records what the
 leaderboard needs: loss and validation score per epoch, epoch times, preprocessing times,
 peak memory, the Hessian conditioning diagnostic on a fixed sample of training rows (at
 initialisation and for the best model), and per-user test ranks for the long-tail table.
@@ -149,25 +149,16 @@ class _FitLog:
 
 
 def _prepare(job, config_dict):
-    """Config -> dataset and splits -> model -> trainer, as quick_start.run_tfllmer does."""
-    from recbole.data import data_preparation
+    """quick_start.prepare, with the config the job describes."""
     from recbole.utils import init_logger, init_seed
 
-    from recbole_tfllmer.data import create_dataset
-    from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
+    from recbole_tfllmer.quick_start import build_config, prepare
 
     config = build_config(config_file_list=list(job["config_files"]), config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
     if job.get("init_logger", True):
+        init_seed(config["seed"], config["reproducibility"])
         init_logger(config)
-    t0 = time.perf_counter()
-    dataset = create_dataset(config)
-    splits = data_preparation(config, dataset)
-    data_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = build_model(config, splits[0])
-    model_seconds = time.perf_counter() - t0
-    return config, dataset, splits, model, build_trainer(config, model), data_seconds, model_seconds
+    return prepare(config)
 
 
 def _fit(job, config, trainer, model, train_data, valid_data, fit_log, progress):
@@ -248,8 +239,9 @@ def run_cell(job, workdir=None):
     saved = progress.load()
     fit_log = _FitLog(saved["runner"] if saved else None)
     try:
-        config, dataset, (train_data, valid_data, test_data), model, trainer, data_seconds, model_seconds = _prepare(
-            job, config_dict)
+        run = _prepare(job, config_dict)
+        config, dataset, model, trainer = run.config, run.dataset, run.model, run.trainer
+        train_data, valid_data, test_data = run.train_data, run.valid_data, run.test_data
         logger = getLogger()
         fit_log.code_fingerprints = sorted(set(fit_log.code_fingerprints) | {code_fingerprint()})
 
@@ -316,8 +308,7 @@ def run_cell(job, workdir=None):
             },
             "longtail": longtail,
             "timings": {
-                "data_seconds": data_seconds,
-                "model_build_seconds": model_seconds,
+                **run.timings,
                 "fit_seconds": fit_log.fit_seconds,
                 "test_seconds": test_seconds,
                 "conditioning_seconds": cond_seconds,
