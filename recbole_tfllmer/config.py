@@ -8,10 +8,10 @@ RecBole overall.yaml -> the *backbone's* model yaml (e.g. BERT4Rec.yaml with its
 
 import os
 
-import yaml
 from recbole.config import Config
 
 from recbole_tfllmer.errors import ConfigError
+from recbole_tfllmer.options import default_of
 from recbole_tfllmer.utils import get_model, is_plugin_model
 
 PLUGIN_PROPERTIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -19,15 +19,6 @@ PLUGIN_PROPERTIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pr
 
 def plugin_model_yaml(model_name):
     return os.path.join(PLUGIN_PROPERTIES, "model", f"{model_name}.yaml")
-
-
-def plugin_default(model_name, key):
-    """A default from the plugin's model yaml (used before the Config is fully built)."""
-    path = plugin_model_yaml(model_name)
-    if not os.path.isfile(path):
-        return None
-    with open(path, "r", encoding="utf-8") as f:
-        return (yaml.safe_load(f) or {}).get(key)
 
 
 class TFLLMERConfig(Config):
@@ -70,7 +61,7 @@ class TFLLMERConfig(Config):
             return None
         from recbole_tfllmer.method.backbones import resolve_backbone
 
-        name = self.external_config_dict.get("backbone") or plugin_default(model_name, "backbone")
+        name = self.external_config_dict.get("backbone") or default_of("backbone")
         return resolve_backbone(name)
 
     def _load_internal_config_dict(self, model, model_class, dataset):
@@ -97,8 +88,7 @@ class TFLLMERConfig(Config):
         if self.backbone_class is not None:
             self.final_config_dict["backbone"] = self.backbone_class.__name__
 
-    def external_options(self):
-        """The user's own options (files, dict, command line): enough to rebuild this Config."""
-        return dict(self.external_config_dict)
+    # The typed option records of options.validate_options, attached by build_config.
+    plugin_options = None
 
 

@@ -31,12 +31,13 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
         cmd_args=cmd_args,
     )
     if config.backbone_class is not None:
-        # Fail on bad options now, before any data is read or encoded.
+        # Fail on bad options now, before any data is read or encoded; the typed records go
+        # with the config to the data hook and the wrapper, which do not check them again.
         from recbole_tfllmer.method.backbones import validate_backbone_options
-        from recbole_tfllmer.method.options import validate_tfllmer_options
+        from recbole_tfllmer.options import validate_options
 
-        validate_tfllmer_options(config)
         validate_backbone_options(config)
+        config.plugin_options = validate_options(config)
     return config
 
 

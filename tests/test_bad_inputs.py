@@ -628,7 +628,7 @@ CASES = [
          "option `rec_pca_lambda` must be a finite number (the weight of the graph term", command_line(
              "--rec_pca_lambda=abc"), ("'abc'",)),
     Case("rec-pca-solver-unknown", "`--rec_pca_solver=fast`", errors.ConfigError,
-         "option `rec_pca_solver` must be one of auto, exact, iterative; got 'fast'",
+         "option rec_pca_solver must be one of auto, exact, iterative, got 'fast'",
          command_line("--rec_pca_solver=fast")),
     Case("rec-pca-tol-out-of-range", "`--rec_pca_tol=0`", errors.ConfigError,
          "option rec_pca_tol must be a number in (0, 1), got 0", command_line("--rec_pca_tol=0")),

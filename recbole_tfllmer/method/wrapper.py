@@ -25,8 +25,8 @@ from recbole_tfllmer.errors import ConfigError, GraphError
 from recbole_tfllmer.method.backbones import backbone_spec, validate_backbone_options
 from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph, normalized_adjacency
 from recbole_tfllmer.method.normalization import normalize_item_table, normalize_rows_once
-from recbole_tfllmer.method.options import validate_tfllmer_options
 from recbole_tfllmer.method.rec_pca import rec_pca_projection
+from recbole_tfllmer.options import plugin_options
 
 
 def cooccurrence_graph_from_split(config, dataset):
@@ -37,15 +37,16 @@ def cooccurrence_graph_from_split(config, dataset):
             "which must be RecBole's training split (train_data.dataset), so that no validation "
             f"or test target enters the graph; got split {getattr(dataset, 'split_name', None)!r}"
         )
+    graph = plugin_options(config).graph
     item_seqs, seq_lens, targets = dataset.training_rows()
     adjacency = build_cooccurrence_graph(
         item_seqs,
         seq_lens,
         targets,
         n_items=dataset.item_num,
-        window=config["graph_window"],
-        weighting=config["graph_weighting"],
-        topk=config["graph_topk"],
+        window=graph.window,
+        weighting=graph.weighting,
+        topk=graph.topk,
     )
     if adjacency.nnz == 0:
         raise GraphError(
@@ -59,9 +60,10 @@ def cooccurrence_graph_from_split(config, dataset):
 class TFLLMER(SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        validate_tfllmer_options(config)
+        if getattr(config, "plugin_options", None) is None:  # a Config not built by build_config
+            validate_backbone_options(config)
+        self.options = plugin_options(config)
         self.spec = backbone_spec(config["backbone"])
-        validate_backbone_options(config)
         self.backbone_name = self.spec.name
         self.backbone = recbole_get_model(self.spec.name)(config, dataset)
         self.logger = getLogger()
@@ -77,10 +79,10 @@ class TFLLMER(SequentialRecommender):
                     f"{self.backbone_name}.{name} has shape {tuple(table.weight.shape)}, expected "
                     f"{expected_shape}; the backbone table in method/backbones.py is out of date"
                 )
-        if config["item_init"] != "random":
+        if self.options.init.uses_llm_vectors:
             self._initialise_from_llm(config, dataset, tables)
         for table in tables:
-            self._install_normalisation(config, table)
+            self._install_normalisation(self.options.norm, table)
 
     @property
     def item_table(self):
@@ -95,7 +97,8 @@ class TFLLMER(SequentialRecommender):
                 f"({embeddings.shape[1]}); Rec-PCA can only reduce dimensions. Use a text encoder with at "
                 f"least {dim} dimensions or set embedding_size / hidden_size <= {embeddings.shape[1]}."
             )
-        lam = float(config["rec_pca_lambda"]) if config["item_init"] == "rec_pca" else 0.0
+        init = self.options.init
+        lam = init.graph_weight
         norm_adjacency = None
         if lam > 0:
             start = time.perf_counter()
@@ -110,12 +113,12 @@ class TFLLMER(SequentialRecommender):
             norm_adjacency,
             n_components=dim,
             lam=lam,
-            center=config["rec_pca_center"],
-            row_normalize=config["rec_pca_row_normalize"],
-            whiten=config["rec_pca_whiten"],
-            solver=config["rec_pca_solver"],
-            tol=float(config["rec_pca_tol"]),
-            max_iter=config["rec_pca_max_iter"],
+            center=init.center,
+            row_normalize=init.row_normalize,
+            whiten=init.whiten,
+            solver=init.solver,
+            tol=init.tol,
+            max_iter=init.max_iter,
         )
         stats = dict(result.stats)
         stats.pop("seconds", None)  # rec_pca's per-phase timings; the total is kept below
@@ -123,9 +126,9 @@ class TFLLMER(SequentialRecommender):
         self.tfllmer_info["rec_pca_seconds"] = time.perf_counter() - start
 
         vectors = np.asarray(result.embeddings, dtype=np.float32)
-        if config["init_scale"] is not None:
+        if init.init_scale is not None:
             mean_norm = float(np.linalg.norm(vectors, axis=1).mean())
-            vectors = vectors * (float(config["init_scale"]) / max(mean_norm, 1e-12))
+            vectors = vectors * (init.init_scale / max(mean_norm, 1e-12))
         with torch.no_grad():
             for table in tables:
                 weight = table.weight
@@ -144,12 +147,12 @@ class TFLLMER(SequentialRecommender):
             message += f", graph total variation {before}{stats['graph_tv']:.4g}"
         self.logger.info(set_color("TFLLMER", "pink") + f" [{self.backbone_name}] {message}")
 
-    def _install_normalisation(self, config, table):
-        mode = config["item_norm"]
-        if mode == "always":
-            normalize_item_table(table, config["item_norm_scale"], bool(config["item_norm_learnable"]), padding_idx=0)
-        elif mode == "init":
-            normalize_rows_once(table, config["item_norm_scale"], padding_idx=0)
+    @staticmethod
+    def _install_normalisation(norm, table):
+        if norm.mode == "always":
+            normalize_item_table(table, norm.scale, norm.learnable, padding_idx=0)
+        elif norm.mode == "init":
+            normalize_rows_once(table, norm.scale, padding_idx=0)
 
     def scoring_item_vectors(self):
         """(n_items, d) item vectors as the backbone scores with them (normalised if enabled)."""

@@ -9,7 +9,6 @@ device it falls back to float32 with a warning (a GPU config moved to a CPU box 
 runs); `.identity['dtype']` records the dtype actually used, so the cache stays exact.
 """
 
-import functools
 import hashlib
 import inspect
 import json
@@ -19,43 +18,27 @@ import re
 import time
 
 import numpy as np
-import yaml
 
 from recbole_tfllmer.errors import ConfigError, EncoderNotFoundError
+from recbole_tfllmer.options import BY_NAME, check_value, default_of
 
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-_PLUGIN_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "properties", "model", "TFLLMER.yaml")
-_DTYPES = ("float32", "float16", "bfloat16")
-_POOLINGS = ("mean", "last", "cls")
-_TYPES = ("auto", "sentence-transformers", "transformers")
 
 
 def _logger():
     return logging.getLogger()
 
 
-@functools.lru_cache(maxsize=1)
-def plugin_defaults():
-    """The TFLLMER.yaml defaults: the single source of truth for missing keys (the code's
-    own fallbacks, used only if the yaml is absent, repeat the same values)."""
-    try:
-        with open(_PLUGIN_YAML, "r", encoding="utf-8") as f:
-            return yaml.safe_load(f) or {}
-    except OSError:
-        return {}
-
-
 def config_value(config, key, default=None):
     """`config[key]`, where a missing key (KeyError, or None from RecBole's Config) means
-    the yaml default. Keys whose yaml default is ~ keep None as a real value."""
+    the declared default (options.py). Keys whose default is ~ keep None as a real value."""
     try:
         value = config[key]
     except (KeyError, TypeError):
         value = None
     if value is None:
-        value = plugin_defaults().get(key, default)
+        value = default_of(key, default)
         if value is None:
             value = default
     return value
@@ -152,8 +135,7 @@ def _resolve_device(device):
 
 def _resolve_dtype(dtype, device):
     dtype = str(dtype or "float32")
-    if dtype not in _DTYPES:
-        raise ConfigError(f"`text_dtype` must be one of {', '.join(_DTYPES)}; got {dtype!r}.")
+    check_value(BY_NAME["text_dtype"], dtype)
     if dtype != "float32" and not device.startswith("cuda"):
         _logger().warning(
             f"text encoder: `text_dtype: {dtype}` needs a CUDA device (device is {device!r}); "
@@ -178,15 +160,9 @@ class _LazyEncoder:
         self.model_name = model_display_name(model_path)
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
-        self.batch_size = int(batch_size)
-        if self.batch_size <= 0:
-            raise ConfigError(f"`text_batch_size` must be a positive integer; got {batch_size!r}.")
-        self.max_length = int(max_length)
-        if self.max_length <= 0:
-            raise ConfigError(f"`text_max_length` must be a positive integer; got {max_length!r}.")
-        if normalize not in (None, True, False):
-            raise ConfigError(f"`text_normalize` must be ~, true or false; got {normalize!r}.")
-        self.normalize = normalize
+        self.batch_size = check_value(BY_NAME["text_batch_size"], batch_size)
+        self.max_length = check_value(BY_NAME["text_max_length"], max_length)
+        self.normalize = check_value(BY_NAME["text_normalize"], normalize)
         self.show_progress = bool(show_progress)
         self.allow_download = bool(allow_download)
         self._model = None
@@ -309,8 +285,7 @@ class TransformersEncoder(_LazyEncoder):
 
     def __init__(self, model_path, pooling="mean", **kwargs):
         super().__init__(model_path, **kwargs)
-        if pooling not in _POOLINGS:
-            raise ConfigError(f"`text_pooling` must be one of {', '.join(_POOLINGS)}; got {pooling!r}.")
+        check_value(BY_NAME["text_pooling"], pooling)
         self.pooling = pooling
         self._tokenizer = None
 
@@ -408,7 +383,8 @@ def pool_hidden_states(hidden, mask, pooling):
     if pooling == "cls":
         first = mask.long().argmax(-1)
         return hidden[rows, first]
-    raise ConfigError(f"`text_pooling` must be one of {', '.join(_POOLINGS)}; got {pooling!r}.")
+    check_value(BY_NAME["text_pooling"], pooling)
+    raise AssertionError(f"pooling {pooling!r} is declared but not implemented")
 
 
 def build_text_encoder(config):
@@ -416,8 +392,7 @@ def build_text_encoder(config):
     allow_download = bool(config_value(config, "text_allow_download", False))
     path = resolve_model_path(config_value(config, "text_encoder", "all-MiniLM-L6-v2"), allow_download)
     enc_type = config_value(config, "text_encoder_type", "auto")
-    if enc_type not in _TYPES:
-        raise ConfigError(f"`text_encoder_type` must be one of {', '.join(_TYPES)}; got {enc_type!r}.")
+    check_value(BY_NAME["text_encoder_type"], enc_type)
     if enc_type == "auto":
         if os.path.isdir(path):
             has_modules = os.path.isfile(os.path.join(path, "modules.json"))

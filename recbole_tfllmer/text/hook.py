@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_tfllmer.errors import ConfigError, ItemTextError, ItemVectorsMissingError
-from recbole_tfllmer.method.options import MISSING_TEXT_POLICIES
+from recbole_tfllmer.options import BY_NAME, check_value
 from recbole_tfllmer.text.encoders import build_text_encoder, config_value
 from recbole_tfllmer.text.item_text import item_texts_from_file, read_header
 from recbole_tfllmer.text.store import (DEFAULT_CHUNK_SIZE, EncodeInfo, encode_with_cache,
@@ -83,21 +83,12 @@ def _reader_options(config):
 
 
 def _missing_policy(config):
-    policy = config_value(config, "missing_text_policy", "error")
-    if policy not in MISSING_TEXT_POLICIES:
-        raise ConfigError(f"`missing_text_policy` must be one of {', '.join(MISSING_TEXT_POLICIES)}; got {policy!r}.")
-    return policy
+    return check_value(BY_NAME["missing_text_policy"], config_value(config, "missing_text_policy"))
 
 
 def _chunk_size(config):
     """`embedding_chunk_size`: items per checksummed chunk of a resumable encoding."""
-    value = config_value(config, "embedding_chunk_size", DEFAULT_CHUNK_SIZE)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"`embedding_chunk_size` must be a positive integer (items per resumable chunk of an encoding); "
-            f"got {value!r}."
-        )
-    return value
+    return check_value(BY_NAME["embedding_chunk_size"], config_value(config, "embedding_chunk_size"))
 
 
 def _raw_item_tokens(config, iid_field, opts):

@@ -23,11 +23,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from recbole_tfllmer.options import default_of
 from recbole_tfllmer.atomic import atomic_write
 from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, EmbeddingFileNotFoundError
 
 CACHE_FORMAT = 1
-DEFAULT_CHUNK_SIZE = 4096
+DEFAULT_CHUNK_SIZE = default_of("embedding_chunk_size")
 _STALE_TEMP_SECONDS = 3600
 
 

@@ -1,0 +1,370 @@
+"""Every option of the plugin, declared once: name, type and range, default, help, and which
+methods read it.
+
+From these declarations come the package defaults (`properties/model/TFLLMER.yaml` is
+generated from them and a test keeps the two equal), the README's option table, one
+validation pass (`validate_options`, run by `quick_start.build_config` before any data is
+read or encoded) and the typed option records the wrapper and the data hook take. Pure
+math functions (graph, Rec-PCA) keep their own argument checks; their ValueErrors are
+mapped here to a ConfigError naming the option.
+
+    python -m recbole_tfllmer.options --yaml       # the package yaml, from the declarations
+    python -m recbole_tfllmer.options --markdown   # the README's option table
+"""
+
+import math
+import sys
+from dataclasses import dataclass
+
+from recbole_tfllmer.errors import ConfigError
+
+PLUGIN_METHODS = ("TFLLMER",)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: object
+    help: str
+    group: str
+    kind: str = "any"  # choice | number | int | bool | str | checked (by a pure function) | any
+    choices: tuple = ()
+    minimum: float = None
+    positive: bool = False  # strictly > 0
+    nullable: bool = False  # ~ (None) is a valid value
+    hint: str = ""  # said in the error message after the rule
+    values: str = ""  # the values column of the docs, where the kind does not say it
+    methods: tuple = PLUGIN_METHODS
+
+
+GROUPS = {
+    "backbone": "backbone",
+    "text": "item text -> LLM embeddings (data hook)",
+    "init": "item initialisation",
+    "graph": "co-occurrence graph (training split only)",
+    "norm": "normalisation",
+}
+
+ITEM_INIT_CHOICES = ("random", "pca", "rec_pca")
+ITEM_NORM_CHOICES = ("always", "init", "none")
+MISSING_TEXT_POLICIES = ("error", "zero", "mean")
+TEXT_ENCODER_TYPES = ("auto", "sentence-transformers", "transformers")
+TEXT_POOLINGS = ("mean", "last", "cls")
+TEXT_DTYPES = ("float32", "float16", "bfloat16")
+
+OPTIONS = (
+    # -- backbone ----------------------------------------------------------------------------
+    Option("backbone", "SASRec", "any supported RecBole sequential model (see README)", "backbone", "str"),
+    Option("train_neg_sample_args", None, "full-softmax CE, the loss RecBole's sequential models default to; "
+           "BPR backbones (TransRec) must set negatives (a clear error says so)", "backbone", nullable=True,
+           values="RecBole's negative sampling dict"),
+    # -- item text ---------------------------------------------------------------------------
+    Option("text_fields", None, ".item fields to embed; ~ = every token/token_seq field but the item id", "text",
+           nullable=True, values="list of fields (or one comma-separated string)"),
+    Option("text_template", None, 'e.g. "Title: {title}. Brand: {brand}"; ~ = "field: value" joined by ". "',
+           "text", "str", nullable=True),
+    Option("missing_text_policy", "error", "items whose text is empty", "text", "choice", MISSING_TEXT_POLICIES),
+    Option("text_encoder", "all-MiniLM-L6-v2", "sentence-transformers name/path, or HF transformers path", "text",
+           "str"),
+    Option("text_encoder_type", "auto", "which library loads `text_encoder`", "text", "choice", TEXT_ENCODER_TYPES),
+    Option("text_pooling", "mean", "transformers only: how token states become one vector", "text", "choice",
+           TEXT_POOLINGS),
+    Option("text_normalize", None, "~ = encoder default; true/false forces L2 normalisation of text vectors",
+           "text", "bool", nullable=True),
+    Option("text_batch_size", 64, "texts per encoder batch", "text", "int", minimum=1),
+    Option("text_max_length", 128, "tokens per text (longer texts are truncated)", "text", "int", minimum=1),
+    Option("text_device", None, "~ = the run's device", "text", "str", nullable=True),
+    Option("text_dtype", "float32", "half precision on GPU only", "text", "choice", TEXT_DTYPES),
+    Option("text_allow_download", False, "never reach a model hub unless asked", "text", "bool"),
+    Option("embedding_cache_dir", None, "~ = next to the dataset if writable, else saved/embedding_cache", "text",
+           "str", nullable=True),
+    Option("embedding_chunk_size", 4096, "items per checksummed chunk: a killed encoding resumes from completed "
+           "chunks", "text", "int", minimum=1),
+    Option("precomputed_embeddings", None, 'bring-your-own file: .npy (+ .tokens.txt) or atomic '
+           '"iid:token emb:float_seq"', "text", "str", nullable=True),
+    # -- item initialisation -----------------------------------------------------------------
+    Option("item_init", "rec_pca", "random | pca (= LLMInit) | rec_pca (the full method)", "init", "choice",
+           ITEM_INIT_CHOICES),
+    Option("rec_pca_lambda", 0.5, "weight of the graph total-variation penalty (0 = plain PCA)", "init", "number",
+           minimum=0.0, hint="the weight of the graph term: 0 = plain PCA, 0.5 is the default"),
+    Option("rec_pca_center", True, "centre the LLM vectors first", "init", "bool"),
+    Option("rec_pca_row_normalize", False, "L2-normalise LLM vectors before centring", "init", "bool"),
+    Option("rec_pca_whiten", False, "scale output components to unit variance", "init", "bool"),
+    Option("rec_pca_solver", "auto", "auto = exact unless the D x D matrix would cost > 1e11 multiply-adds",
+           "init", "checked", values="auto \\| exact \\| iterative"),
+    Option("rec_pca_tol", 1.0e-5, "iterative: stop when every top-d Ritz pair has ||Mv - tv|| <= tol * t_1", "init",
+           "checked", values="number in (0, 1)"),
+    Option("rec_pca_max_iter", 100, "iterative: at most this many block steps (a warning says if tol was not "
+           "reached)", "init", "checked", values="integer >= 1"),
+    Option("init_scale", None, "~ = projected vectors as they are; float = rescale to this mean row norm", "init",
+           "number", positive=True, nullable=True,
+           hint="the mean row norm of the initial table, or ~ to keep the projection's"),
+    # -- graph -------------------------------------------------------------------------------
+    Option("graph_window", 1, "1 = adjacent pairs, k = k-window, 0 or ~ = whole (truncated) sequence", "graph",
+           "checked", nullable=True, values="integer >= 0"),
+    Option("graph_weighting", "count", "log = log1p counts, inv_pop = count / sqrt(pop_i pop_j)", "graph",
+           "checked", values="count \\| log \\| inv_pop"),
+    Option("graph_topk", None, "keep the k strongest neighbours per item (~ = all)", "graph", "checked",
+           nullable=True, values="integer >= 1"),
+    # -- normalisation -----------------------------------------------------------------------
+    Option("item_norm", "always", "always | init (only at initialisation) | none", "norm", "choice",
+           ITEM_NORM_CHOICES),
+    Option("item_norm_scale", 1.0, "the norm r of every item vector", "norm", "number", positive=True,
+           hint="the norm r of every item vector, e.g. 1.0"),
+    Option("item_norm_learnable", False, "learn r (one scalar) jointly with the model", "norm", "bool"),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}
+DEFAULTS = {o.name: o.default for o in OPTIONS}
+
+
+def default_of(name, fallback=None):
+    """The declared default of a plugin option (`fallback` for a key the plugin does not own)."""
+    return BY_NAME[name].default if name in BY_NAME else fallback
+
+
+# -- validation ------------------------------------------------------------------------------
+def check_value(option, value):
+    """The value, checked against the declaration; ConfigError naming the option otherwise."""
+    key = option.name
+    if value is None and option.nullable:
+        return None
+    hint = f" ({option.hint})" if option.hint else ""
+    if option.kind == "choice":
+        if value not in option.choices:
+            raise ConfigError(f"option `{key}` must be one of {', '.join(option.choices)}; got {value!r}")
+    elif option.kind in ("number", "int"):
+        integral = option.kind == "int"
+        wrong_type = isinstance(value, bool) or not isinstance(value, int if integral else (int, float))
+        if wrong_type or (not integral and (math.isnan(value) or math.isinf(value))):
+            what = "an integer" if integral else "a finite number"
+            raise ConfigError(f"option `{key}` must be {what}{hint}, got {value!r}")
+        if option.positive and value <= 0:
+            raise ConfigError(f"option `{key}` must be > 0{hint}, got {value!r}")
+        if option.minimum is not None and value < option.minimum:
+            raise ConfigError(f"option `{key}` must be >= {option.minimum:g}{hint}, got {value!r}")
+    elif option.kind == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"option `{key}` must be true or false, got {value!r}")
+    elif option.kind == "str" and not isinstance(value, str):
+        raise ConfigError(f"option `{key}` must be a string{hint}, got {value!r}")
+    return value
+
+
+def _lookup(config, key):
+    try:
+        return config[key]
+    except (KeyError, TypeError):
+        return None
+
+
+def option_values(config):
+    """{name: checked value} of every declared option (a key the config lacks gets its default)."""
+    values = {}
+    for option in OPTIONS:
+        value = _lookup(config, option.name)
+        if value is None and not option.nullable:
+            value = option.default
+        values[option.name] = check_value(option, value)
+    return values
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How item text becomes LLM vectors (text/hook.py, text/encoders.py)."""
+
+    fields: object  # list of .item fields, a comma-separated string, or None (all text fields)
+    template: str
+    missing_text_policy: str
+    encoder: str
+    encoder_type: str
+    pooling: str
+    normalize: bool
+    batch_size: int
+    max_length: int
+    device: str
+    dtype: str
+    allow_download: bool
+    cache_dir: str
+    chunk_size: int
+    precomputed: str
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """How the item table is initialised (method/rec_pca.py)."""
+
+    item_init: str
+    rec_pca_lambda: float
+    center: bool
+    row_normalize: bool
+    whiten: bool
+    solver: str
+    tol: float
+    max_iter: int
+    init_scale: float
+
+    @property
+    def uses_llm_vectors(self):
+        return self.item_init != "random"
+
+    @property
+    def graph_weight(self):
+        """The lambda Rec-PCA runs with: 0 for `pca` (LLMInit), whatever is set otherwise."""
+        return float(self.rec_pca_lambda) if self.item_init == "rec_pca" else 0.0
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """The training split's co-occurrence graph (method/cooccurrence.py)."""
+
+    window: int
+    weighting: str
+    topk: int
+
+
+@dataclass(frozen=True)
+class NormOptions:
+    """Item-embedding normalisation (method/normalization.py)."""
+
+    mode: str
+    scale: float
+    learnable: bool
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    text: TextOptions
+    init: InitOptions
+    graph: GraphOptions
+    norm: NormOptions
+    source: tuple = ()  # the raw (name, value) pairs these records were checked from
+
+
+def _cross_checks(v):
+    """Rules that join several options, and the pure functions' own checks, as ConfigErrors."""
+    from recbole_tfllmer.method.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
+    from recbole_tfllmer.method.rec_pca import ITERATIVE_MAX_LAMBDA, check_solver_options
+
+    for key, check in (("graph_window", check_graph_window), ("graph_weighting", check_graph_weighting),
+                       ("graph_topk", check_graph_topk)):
+        try:
+            check(v[key])
+        except ValueError as err:
+            raise ConfigError(f"option `{key}`: {err}") from None
+    try:
+        check_solver_options(v["rec_pca_solver"], v["rec_pca_tol"], v["rec_pca_max_iter"])
+    except ValueError as err:
+        raise ConfigError(f"option {err}") from None
+    lam = v["rec_pca_lambda"]
+    if v["rec_pca_solver"] == "iterative" and v["item_init"] == "rec_pca" and lam > ITERATIVE_MAX_LAMBDA:
+        raise ConfigError(
+            f"conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= {ITERATIVE_MAX_LAMBDA} "
+            f"(above it the Rec-PCA matrix can be indefinite), got {lam!r}. Set `rec_pca_solver: exact` "
+            f"(or auto), or `rec_pca_lambda` <= {ITERATIVE_MAX_LAMBDA}."
+        )
+    if v["item_norm_learnable"] and v["item_norm"] != "always":
+        raise ConfigError(
+            "conflicting options: `item_norm_learnable: true` learns the norm of the item vectors, "
+            f"which needs `item_norm: always` (got `item_norm: {v['item_norm']}`). Set "
+            "`item_norm: always`, or `item_norm_learnable: false`."
+        )
+    if v["item_init"] != "random" and not v["precomputed_embeddings"]:
+        # an encoder that is neither bundled nor a local path (downloads off) fails now, not after
+        # RecBole has read the dataset
+        from recbole_tfllmer.text.encoders import resolve_model_path
+
+        resolve_model_path(v["text_encoder"], v["text_allow_download"])
+
+
+def _raw_values(config):
+    return tuple((o.name, repr(_lookup(config, o.name))) for o in OPTIONS)
+
+
+def validate_options(config):
+    """Check every plugin option once and return the typed records (PluginOptions)."""
+    v = option_values(config)
+    _cross_checks(v)
+    return PluginOptions(
+        source=_raw_values(config),
+        text=TextOptions(
+            fields=v["text_fields"],
+            template=v["text_template"], missing_text_policy=v["missing_text_policy"], encoder=v["text_encoder"],
+            encoder_type=v["text_encoder_type"], pooling=v["text_pooling"], normalize=v["text_normalize"],
+            batch_size=v["text_batch_size"], max_length=v["text_max_length"], device=v["text_device"],
+            dtype=v["text_dtype"], allow_download=v["text_allow_download"], cache_dir=v["embedding_cache_dir"],
+            chunk_size=v["embedding_chunk_size"], precomputed=v["precomputed_embeddings"]),
+        init=InitOptions(
+            item_init=v["item_init"], rec_pca_lambda=float(v["rec_pca_lambda"]), center=v["rec_pca_center"],
+            row_normalize=v["rec_pca_row_normalize"], whiten=v["rec_pca_whiten"], solver=v["rec_pca_solver"],
+            tol=float(v["rec_pca_tol"]), max_iter=v["rec_pca_max_iter"],
+            init_scale=None if v["init_scale"] is None else float(v["init_scale"])),
+        graph=GraphOptions(window=v["graph_window"], weighting=v["graph_weighting"], topk=v["graph_topk"]),
+        norm=NormOptions(mode=v["item_norm"], scale=float(v["item_norm_scale"]), learnable=v["item_norm_learnable"]),
+    )
+
+
+def plugin_options(config):
+    """The records `build_config` attached to `config`; validated now for a Config built by hand,
+    or one whose plugin options were changed after it was built (`config["graph_window"] = 3`)."""
+    options = getattr(config, "plugin_options", None)
+    if options is None or options.source != _raw_values(config):
+        options = validate_options(config)
+    return options
+
+
+# -- generated artefacts ---------------------------------------------------------------------
+def _yaml_value(value):
+    if value is None:
+        return "~"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+        return f"{value:.1e}"
+    return str(value)
+
+
+def package_yaml():
+    """The text of properties/model/TFLLMER.yaml (a test keeps the file equal to it)."""
+    lines = ["# TF-LLMER defaults. GENERATED from recbole_tfllmer/options.py (python -m recbole_tfllmer.options",
+             "# --yaml): edit the declarations there, not this file. Loaded after the backbone's own RecBole yaml",
+             "# and before the user's files / command line."]
+    for group, title in GROUPS.items():
+        lines += ["", f"# --- {title} " + "-" * max(3, 84 - len(title))]
+        for o in (o for o in OPTIONS if o.group == group):
+            lines.append(f"{o.name}: {_yaml_value(o.default)}".ljust(38) + f"# {o.help}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table():
+    """The README's table of every plugin option (a test keeps the README equal to it)."""
+    lines = ["| option | default | values | what it does |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        if o.values:
+            values = o.values
+        elif o.kind == "choice":
+            values = " \\| ".join(o.choices)
+        elif o.kind in ("number", "int"):
+            bound = "> 0" if o.positive else (f">= {o.minimum:g}" if o.minimum is not None else "any")
+            values = ("integer " if o.kind == "int" else "number ") + bound
+        else:
+            values = {"bool": "true \\| false", "str": "string"}.get(o.kind, "")
+        if o.nullable:
+            values += " or ~"
+        lines.append(f"| `{o.name}` | `{_yaml_value(o.default)}` | {values} | {o.help.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--yaml"]:
+        sys.stdout.write(package_yaml())
+    elif argv == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+    else:
+        print("usage: python -m recbole_tfllmer.options --yaml | --markdown", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
