@@ -156,6 +156,23 @@ def test_presets_ship_with_the_package_and_paths_resolve_beside_the_yaml_then_th
         spec_from_dict(raw, board_dir / "b.yaml")
 
 
+def test_summary_without_matplotlib_still_writes_md_and_csv(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from recbole_tfllmer.leaderboard.summary import write_summary
+
+    spec = tiny_spec(tmp_path, methods=("RandInit",), seeds=(1,))
+    store = CellStore(tmp_path / "results" / "tiny")
+    cell = spec.cells()[0]
+    record = fake_record("RandInit", 1, 0.1, vectors=NO_VECTORS)
+    record["fingerprint"] = spec.fingerprint(cell)
+    store.write(cell.cell_id, record)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    _, written = write_summary(spec, store, plots=True)
+    assert {p.name for p in written} == {"leaderboard.csv", "cells.csv", "leaderboard.md"}
+    assert "pip install recbole-tfllmer[plots]" in capsys.readouterr().out
+
+
 # -- atomic cell files and resume -------------------------------------------------------------
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "cells" / "a.json"
