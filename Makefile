@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
 	# torch first and pinned: this is the local CPU build; an unpinned torch pulls GBs of CUDA wheels.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,plots]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -70,8 +70,9 @@ def build(kind, args, workdir):
 
     from recbole_tfllmer.data import create_dataset
     from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
+    from recbole_tfllmer.leaderboard.spec import METHOD_DIR
 
-    config = build_config(config_file_list=properties + [str(REPO_ROOT / "properties" / "method" / "RandInit.yaml")],
+    config = build_config(config_file_list=properties + [str(METHOD_DIR / "RandInit.yaml")],
                           config_dict={**config_dict, "model": "TFLLMER", "backbone": "SASRec"})
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)

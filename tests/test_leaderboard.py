@@ -10,7 +10,7 @@ import pytest
 
 from recbole_tfllmer.leaderboard import command
 from recbole_tfllmer.leaderboard.longtail import bucket_metrics, hit_at_k, ndcg_at_k, popularity_buckets
-from recbole_tfllmer.leaderboard.spec import NO_VECTORS, Cell, cell_matches, parse_only, spec_from_dict
+from recbole_tfllmer.leaderboard.spec import METHOD_DIR, NO_VECTORS, Cell, SpecError, cell_matches, parse_only, spec_from_dict
 from recbole_tfllmer.leaderboard.store import CellStore, atomic_write_json
 from recbole_tfllmer.leaderboard.summary import _cell as _cell_text
 from recbole_tfllmer.leaderboard.summary import aggregate, best_flags, mean_std, to_csv, to_markdown
@@ -122,6 +122,55 @@ def test_only_filters():
     assert cell_matches(cell, parse_only(["method=TFLLMER,NormOnly", "seed=2020"]))
     assert not cell_matches(cell, parse_only(["backbone=GRU4Rec"]))
     assert cell_matches(cell, parse_only(["SASRec"]))
+
+
+def test_presets_ship_with_the_package_and_paths_resolve_beside_the_yaml_then_the_cwd(tmp_path, monkeypatch):
+    import recbole_tfllmer
+
+    assert METHOD_DIR == Path(recbole_tfllmer.__file__).resolve().parent / "properties" / "method"
+    spec = tiny_spec(tmp_path)
+    assert Path(spec.method_file("TFLLMER")).parent == METHOD_DIR
+    # an unknown method names the board and lists the shipped presets
+    with pytest.raises(SpecError, match=r"tiny.yaml: method 'Nope' has no preset .*RandInit, RecPCAOnly, TFLLMER"):
+        tiny_spec(tmp_path, methods=("Nope",))
+
+    board_dir, run_dir = tmp_path / "boards", tmp_path / "run"
+    (board_dir / "props").mkdir(parents=True)
+    (run_dir / "props").mkdir(parents=True)
+    (run_dir / "data").mkdir()
+    (run_dir / "mine").mkdir()
+    (run_dir / "mine" / "Mine.yaml").write_text("item_init: random\n")
+    for d in (board_dir, run_dir):
+        (d / "props" / "ds.yaml").write_text("dataset: ds\n")
+    monkeypatch.chdir(run_dir)
+    raw = {"datasets": {"ds": {"properties": "props/ds.yaml", "overrides": {"data_path": "data"}}},
+           "backbones": ["GRU4Rec"], "methods": ["Mine"], "seeds": [1], "method_dir": "mine"}
+    spec = spec_from_dict(raw, board_dir / "b.yaml")
+    assert spec.datasets["ds"]["properties"] == (board_dir / "props" / "ds.yaml").resolve()  # beside the yaml
+    assert spec.datasets["ds"]["overrides"]["data_path"] == str((run_dir / "data").resolve()) + os.sep  # cwd
+    assert spec.method_dir == (run_dir / "mine").resolve()
+    assert spec.results_dir() == run_dir.absolute() / "results" / "b"
+    assert spec.results_dir("elsewhere") == run_dir.absolute() / "elsewhere" / "b"
+    raw["datasets"]["ds"]["properties"] = "props/missing.yaml"
+    with pytest.raises(SpecError, match=r"b.yaml: dataset 'ds': no properties file .*missing.yaml"):
+        spec_from_dict(raw, board_dir / "b.yaml")
+
+
+def test_summary_without_matplotlib_still_writes_md_and_csv(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from recbole_tfllmer.leaderboard.summary import write_summary
+
+    spec = tiny_spec(tmp_path, methods=("RandInit",), seeds=(1,))
+    store = CellStore(tmp_path / "results" / "tiny")
+    cell = spec.cells()[0]
+    record = fake_record("RandInit", 1, 0.1, vectors=NO_VECTORS)
+    record["fingerprint"] = spec.fingerprint(cell)
+    store.write(cell.cell_id, record)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    _, written = write_summary(spec, store, plots=True)
+    assert {p.name for p in written} == {"leaderboard.csv", "cells.csv", "leaderboard.md"}
+    assert "pip install recbole-tfllmer[plots]" in capsys.readouterr().out
 
 
 # -- atomic cell files and resume -------------------------------------------------------------
@@ -317,7 +366,7 @@ def test_real_tiny_cell_matches_recbole_and_is_deterministic(ml_slice, tmp_path,
                           model="TFLLMER", backbone="GRU4Rec", seed=7)
     job = {
         "cell_id": "tiny", "cell": {"dataset": name, "backbone": "GRU4Rec", "method": "RandInit", "vectors": "none", "seed": 7},
-        "config_files": [str(REPO / "properties" / "method" / "RandInit.yaml")], "config_dict": config,
+        "config_files": [str(METHOD_DIR / "RandInit.yaml")], "config_dict": config,
         "conditioning": {"sample_size": 32, "seed": 0}, "longtail": {"buckets": 3, "k": 10},
         "init_logger": False,
     }

@@ -54,8 +54,8 @@ def run_job_subprocess(job, workdir, log_path):
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    repo_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # No PYTHONPATH of our own: the same interpreter imports the installed package (a PYTHONPATH
+    # the user set is inherited with the rest of the environment).
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.run(
@@ -91,7 +91,7 @@ def default_workdir(board):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m recbole_tfllmer.leaderboard", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="leaderboard yaml (leaderboards/<name>.yaml)")
-    p.add_argument("--results-root", default=None, help="folder holding <leaderboard>/ (default: <repo>/results)")
+    p.add_argument("--results-root", default=None, help="folder holding <leaderboard>/ (default: ./results, under the current directory)")
     p.add_argument("--workdir", default=None,
                    help="scratch folder for RecBole logs, job files, the embedding cache and the progress files that "
                         "half-finished cells resume from (default: ~/.cache/recbole_tfllmer/leaderboard/<name>)")

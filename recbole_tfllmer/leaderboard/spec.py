@@ -3,13 +3,17 @@
 A *cell* is one training run. Its RecBole configuration is layered exactly as a user would
 layer it on the command line of `run_recbole_tfllmer.py`:
 
-    config_file_list = [<dataset properties>, properties/method/<Method>.yaml]
+    config_file_list = [<dataset properties>, <method_dir>/<Method>.yaml]
     config_dict      = shared overrides  <  dataset overrides  <  backbone overrides
                        <  vector-kind options  <  per-method overrides  <  {backbone, seed, ...}
 
 so every method goes through the same `model: TFLLMER` code path and differs only by its
 option preset. Methods whose preset has `item_init: random` use no LLM vectors: they get
 the single vector kind "none" (one run per backbone/seed, shown beside both kinds).
+
+The presets ship with the package (recbole_tfllmer/properties/method/); a board may name
+another folder with `method_dir:`. Relative paths in a board yaml resolve against the yaml's
+folder, then the current directory: nothing here assumes a repository checkout.
 """
 
 import copy
@@ -21,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The shipped method presets (package data), so an installed package finds them too.
+METHOD_DIR = Path(__file__).resolve().parents[1] / "properties" / "method"
 NO_VECTORS = "none"
 
 DEFAULT_VECTOR_KINDS = {
@@ -75,7 +80,7 @@ class LeaderboardSpec:
     overrides: dict = field(default_factory=dict)
     backbone_overrides: dict = field(default_factory=dict)
     method_overrides: dict = field(default_factory=dict)
-    method_dir: Path = REPO_ROOT / "properties" / "method"
+    method_dir: Path = METHOD_DIR
     protocol: str = ""
     conditioning: dict = field(default_factory=lambda: {"sample_size": 256, "seed": 0})
     longtail: dict = field(default_factory=lambda: {"buckets": 5, "k": 10})
@@ -85,12 +90,16 @@ class LeaderboardSpec:
 
     # -- paths --------------------------------------------------------------------------
     def results_dir(self, root=None):
-        return Path(root or REPO_ROOT / "results") / self.name
+        """<root>/<name>, absolute (cell processes run in the scratch folder); root defaults to
+        ./results under the current directory, as RecBole writes ./saved."""
+        return Path(root or "results").absolute() / self.name
 
     def method_file(self, method):
         path = Path(self.method_dir) / f"{method}.yaml"
         if not path.is_file():
-            raise SpecError(f"method {method!r}: no preset file {path}")
+            shipped = sorted(p.stem for p in Path(self.method_dir).glob("*.yaml"))
+            raise SpecError(f"leaderboard {self.path}: method {method!r} has no preset {path}; "
+                            f"presets in {self.method_dir}: {', '.join(shipped) or 'none'}")
         return path
 
     def method_options(self, method):
@@ -177,13 +186,16 @@ def _check_tuning(raw, methods, path):
 
 
 def _resolve(path, base):
+    """A relative path names a file beside the board yaml or, failing that, one under the current
+    directory (a board is normally run from the folder holding it and its data); when neither
+    exists, the current-directory reading, so errors name where it was looked for."""
     path = Path(os.path.expanduser(str(path)))
     if path.is_absolute():
         return path
-    for root in (base, REPO_ROOT):
+    for root in (Path(base), Path.cwd()):
         if (root / path).exists():
             return (root / path).resolve()
-    return (REPO_ROOT / path).resolve()
+    return (Path.cwd() / path).resolve()
 
 
 def load_spec(path):
@@ -194,7 +206,7 @@ def load_spec(path):
 
 
 def spec_from_dict(raw, path=None):
-    path = Path(path) if path else REPO_ROOT / "leaderboards" / "inline.yaml"
+    path = Path(path) if path else Path.cwd() / "inline.yaml"
     base = path.parent
     for key in ("datasets", "backbones", "methods", "seeds"):
         if not raw.get(key):
@@ -205,9 +217,12 @@ def spec_from_dict(raw, path=None):
         if "properties" not in entry:
             raise SpecError(f"dataset {name!r}: give its `properties` yaml")
         entry["properties"] = _resolve(entry["properties"], base)
+        if not entry["properties"].is_file():
+            raise SpecError(f"leaderboard {path}: dataset {name!r}: no properties file {entry['properties']} "
+                            f"(relative paths are read beside the yaml, then from the current directory)")
         overrides = dict(entry.get("overrides") or {})
-        if "data_path" in overrides:  # relative data paths are relative to the repository root
-            overrides["data_path"] = str(_resolve(overrides["data_path"], REPO_ROOT)) + os.sep
+        if "data_path" in overrides:  # absolute, so cell processes (run elsewhere) find the data
+            overrides["data_path"] = str(_resolve(overrides["data_path"], base)) + os.sep
         entry["overrides"] = overrides
         datasets[str(name)] = entry
     kinds = raw.get("vector_kinds")
@@ -231,7 +246,7 @@ def spec_from_dict(raw, path=None):
         overrides=dict(raw.get("overrides") or {}),
         backbone_overrides=dict(raw.get("backbone_overrides") or {}),
         method_overrides=dict(raw.get("method_overrides") or {}),
-        method_dir=_resolve(raw.get("method_dir", "properties/method"), base),
+        method_dir=_resolve(raw["method_dir"], base) if raw.get("method_dir") else METHOD_DIR,
         protocol=str(raw.get("protocol") or "").strip(),
         conditioning={"sample_size": 256, "seed": 0, **(raw.get("conditioning") or {})},
         longtail={"buckets": 5, "k": 10, **(raw.get("longtail") or {})},

@@ -256,9 +256,14 @@ def write_summary(spec, store, out_dir=None, plots=True):
     if comparisons:
         written.append(out_dir / "paired.csv")
     if plots and current:
-        from recbole_tfllmer.leaderboard.plots import write_plots
+        try:
+            import matplotlib  # noqa: F401  (optional: the `plots` extra)
+        except ImportError:
+            print("leaderboard: no plots (matplotlib is not installed): pip install recbole-tfllmer[plots]", flush=True)
+        else:
+            from recbole_tfllmer.leaderboard.plots import write_plots
 
-        written += write_plots(current, out_dir, method_order=spec.methods, vector_order=list(spec.vector_kinds))
+            written += write_plots(current, out_dir, method_order=spec.methods, vector_order=list(spec.vector_kinds))
     return rows, written
 
 
