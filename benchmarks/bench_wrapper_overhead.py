@@ -100,7 +100,7 @@ def build_variant(kind, args, data_path, name, workdir):
     train_data, _, _ = data_preparation(config, dataset)
     model = build_model(config, train_data)
     trainer = build_trainer(config, model)
-    return trainer, train_data, dict(getattr(model, "tfllmer_info", {}))
+    return trainer, train_data, model.init_report.as_dict()
 
 
 def main(argv=None):

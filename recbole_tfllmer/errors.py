@@ -49,10 +49,6 @@ class EncoderNotFoundError(TFLLMERError, FileNotFoundError):
     """The text encoder is neither a local path nor a bundled model, and downloads are off."""
 
 
-class CacheError(TFLLMERError, ValueError):
-    """An embedding cache file failed its integrity check."""
-
-
 class CheckpointError(TFLLMERError, ValueError):
     """A model checkpoint is truncated, corrupted, or not loadable with weights_only=True."""
 

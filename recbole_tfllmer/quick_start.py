@@ -138,7 +138,7 @@ def run_tfllmer(
             "total_seconds": time.perf_counter() - start,
             **{f"embedding_{k}": v for k, v in getattr(dataset, "embedding_info", {}).items()
                if isinstance(v, (int, float))},
-            **{k: v for k, v in getattr(model, "tfllmer_info", {}).items()
+            **{k: v for k, v in (model.init_report.as_dict() if hasattr(model, "init_report") else {}).items()
                if k.endswith("_seconds")},
         },
     }

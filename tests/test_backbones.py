@@ -267,7 +267,7 @@ def test_backbone_trains_one_epoch_through_the_cli(backbone, cli_slice, tmp_path
 
     # After training every item table row but padding has norm item_norm_scale.
     model = observed["model"]
-    assert model.backbone_name == backbone and model.tfllmer_info.get("graph_edges", 0) > 0
+    assert model.backbone_name == backbone and (model.init_report.graph_edges or 0) > 0
     input_table = spec.extra_tables[0] if spec.extra_tables else spec.item_table
     assert getattr(model.backbone, input_table).padding_idx == 0
     for name in spec.item_tables:

@@ -129,3 +129,11 @@ def test_amazon_beauty_file():
     quoted = [v["title"] for v in table.values() if '"' in v["title"]]
     assert quoted and not any(t.startswith('"') and t.endswith('"') for t in quoted)
     assert sum(1 for v in table.values() if v["title"].strip()) == 12094  # as the dataset README says
+
+
+def test_seq_separator_splits_token_seq_fields_like_recbole(tmp_path):
+    path = tmp_path / "x.item"
+    path.write_text("item_id:token\ttitle:token_seq\tbrand:token\nA\tRed|Lip Stick\tAc|me\n", encoding="utf-8")
+    assert read_item_table(path, "item_id", ["title", "brand"], seq_separator="|")["A"] == {
+        "title": "Red Lip Stick", "brand": "Ac|me"}  # a token field is one token: left as it is
+    assert read_item_table(path, "item_id", ["title"])["A"]["title"] == "Red|Lip Stick"

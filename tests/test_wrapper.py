@@ -7,6 +7,7 @@ from recbole.data import data_preparation
 
 from recbole_tfllmer.data import create_dataset
 from recbole_tfllmer.errors import ConfigError, GraphError, UnsupportedBackboneError
+from recbole_tfllmer.diagnostics.model_views import sequence_representation
 from recbole_tfllmer.method.wrapper import TFLLMER, cooccurrence_graph_from_split
 from recbole_tfllmer.quick_start import build_config, build_model, build_trainer, load_data_and_model, run_tfllmer
 from tests.conftest import slice_config
@@ -32,7 +33,7 @@ def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
     table = model.item_table.weight.detach().numpy()
     np.testing.assert_allclose(table[1:], expected, rtol=1e-5, atol=1e-6)
     assert not table[0].any()
-    assert model.tfllmer_info["graph_edges"] > 0
+    assert model.init_report.graph_edges > 0
 
 
 def test_iterative_solver_option_reaches_the_exact_projection(ml_slice, tmp_path):
@@ -40,11 +41,11 @@ def test_iterative_solver_option_reaches_the_exact_projection(ml_slice, tmp_path
     config, dataset, train_data, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None,
                                                rec_pca_solver="iterative", rec_pca_tol=1e-6)
     model = build_model(config, train_data)
-    info = model.tfllmer_info
-    assert info["rec_pca_solver"] == "iterative" and info["rec_pca_relative_residual"] <= 1e-6
+    info = model.init_report.rec_pca
+    assert info["solver"] == "iterative" and info["relative_residual"] <= 1e-6
     exact_config, _, exact_train, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None)
     exact = build_model(exact_config, exact_train)
-    assert exact.tfllmer_info["rec_pca_solver"] == "exact"  # auto on a small catalogue
+    assert exact.init_report.rec_pca["solver"] == "exact"  # auto on a small catalogue
     table, exact_table = (m.item_table.weight.detach().double().numpy()[1:] for m in (model, exact))
     # same column space, up to the sign/rotation freedom of near-equal eigenvalues
     basis = np.linalg.qr(exact_table)[0]
@@ -77,7 +78,7 @@ def test_scores_use_normalised_items_after_training(ml_slice, in_tmp):
     # full_sort_predict scores are h . e_i with |e_i| = 2: recompute them from h.
     interaction = next(iter(test_data))[0]
     scores = model.full_sort_predict(interaction)
-    h = model.sequence_representation(interaction)
+    h = sequence_representation(model, interaction)
     assert torch.allclose(scores, h @ weight[: model.n_items].T, atol=1e-4)
 
 

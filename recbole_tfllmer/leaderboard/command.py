@@ -103,7 +103,6 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None, help="torch threads per cell process")
     p.add_argument("--in-process", action="store_true", help="run cells in this process (tests, debugging)")
     p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
-    p.add_argument("--rerun-failed", action="store_true", default=True, help=argparse.SUPPRESS)
     return p
 
 

@@ -56,22 +56,17 @@ def conditioning_sample(train_dataset, sample_size, seed):
 
 
 @torch.no_grad()
-def sequence_vectors(model, interaction):
-    """h as full_sort_predict uses it (see TFLLMER.sequence_representation)."""
-    return model.sequence_representation(interaction)
-
-
-@torch.no_grad()
 def conditioning_stats(model, interaction, exclude_rows=(0,)):
     """Mean / median / quantiles of the softmax-CE Hessian condition number over the sample,
     plus the item-norm spread that drives it."""
     from recbole_tfllmer.diagnostics.conditioning import hessian_condition_numbers
+    from recbole_tfllmer.diagnostics.model_views import scoring_item_vectors, sequence_representation
 
     was_training = model.training
     model.eval()
     try:
-        h = sequence_vectors(model, interaction.to(next(model.parameters()).device))
-        items = model.scoring_item_vectors()
+        h = sequence_representation(model, interaction.to(next(model.parameters()).device))
+        items = scoring_item_vectors(model)
         kappa = hessian_condition_numbers(h, items, exclude_rows=exclude_rows)
         kappa = kappa.detach().double().cpu().numpy()
         norms = items[1:].norm(dim=1).detach().double().cpu().numpy()
@@ -271,7 +266,7 @@ def run_cell(job, workdir=None):
             best_epoch = fit_log.valid_scores[int(np.argmax(scores) if config["valid_metric_bigger"] else np.argmin(scores))]["epoch"]
         train_seconds = fit_log.train_seconds + list(trainer.epoch_train_seconds)
         train_loss = [float(trainer.train_loss_dict[e]) for e in sorted(trainer.train_loss_dict)]
-        info = dict(getattr(model, "tfllmer_info", {}) or {})
+        info = model.init_report.as_dict() if hasattr(model, "init_report") else {}
         emb_info = getattr(dataset, "embedding_info", {}) or {}
         return {
             "version": RECORD_VERSION,

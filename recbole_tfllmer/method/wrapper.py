@@ -13,6 +13,7 @@ Training, evaluation and checkpoints are the backbone's and RecBole's own.
 """
 
 import time
+from dataclasses import dataclass, field
 from logging import getLogger
 
 import numpy as np
@@ -57,6 +58,23 @@ def cooccurrence_graph_from_split(config, dataset):
     return adjacency, normalized_adjacency(adjacency)
 
 
+@dataclass
+class InitReport:
+    """What initialising the item table did: logged, and kept in leaderboard records."""
+
+    backbone: str
+    graph_edges: int = None
+    graph_seconds: float = None
+    rec_pca_seconds: float = None
+    rec_pca: dict = field(default_factory=dict)  # rec_pca_projection's statistics (solver, variance kept, TV)
+
+    def as_dict(self):
+        """Flat keys (rec_pca_<stat>), as the records have always stored them."""
+        flat = {"backbone": self.backbone, "graph_edges": self.graph_edges, "graph_seconds": self.graph_seconds,
+                "rec_pca_seconds": self.rec_pca_seconds, **{f"rec_pca_{k}": v for k, v in self.rec_pca.items()}}
+        return {k: v for k, v in flat.items() if v is not None}
+
+
 class TFLLMER(SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -67,7 +85,7 @@ class TFLLMER(SequentialRecommender):
         self.backbone_name = self.spec.name
         self.backbone = recbole_get_model(self.spec.name)(config, dataset)
         self.logger = getLogger()
-        self.tfllmer_info = {"backbone": self.backbone_name}
+        self.init_report = InitReport(self.backbone_name)
 
         # The scoring table, then any further item tables of the spec (HGN's input table):
         # each gets the same Rec-PCA vectors and its own normalisation.
@@ -104,8 +122,8 @@ class TFLLMER(SequentialRecommender):
             start = time.perf_counter()
             adjacency, norm_adjacency = cooccurrence_graph_from_split(config, dataset)
             norm_adjacency = norm_adjacency[1:, 1:]
-            self.tfllmer_info["graph_seconds"] = time.perf_counter() - start
-            self.tfllmer_info["graph_edges"] = int(adjacency.nnz // 2)
+            self.init_report.graph_seconds = time.perf_counter() - start
+            self.init_report.graph_edges = int(adjacency.nnz // 2)
 
         start = time.perf_counter()
         result = rec_pca_projection(
@@ -122,8 +140,8 @@ class TFLLMER(SequentialRecommender):
         )
         stats = dict(result.stats)
         stats.pop("seconds", None)  # rec_pca's per-phase timings; the total is kept below
-        self.tfllmer_info.update({f"rec_pca_{k}": v for k, v in stats.items()})
-        self.tfllmer_info["rec_pca_seconds"] = time.perf_counter() - start
+        self.init_report.rec_pca = stats
+        self.init_report.rec_pca_seconds = time.perf_counter() - start
 
         vectors = np.asarray(result.embeddings, dtype=np.float32)
         if init.init_scale is not None:
@@ -153,37 +171,6 @@ class TFLLMER(SequentialRecommender):
             normalize_item_table(table, norm.scale, norm.learnable, padding_idx=0)
         elif norm.mode == "init":
             normalize_rows_once(table, norm.scale, padding_idx=0)
-
-    def scoring_item_vectors(self):
-        """(n_items, d) item vectors as the backbone scores with them (normalised if enabled)."""
-        return self.item_table.weight[: self.n_items]
-
-    @torch.no_grad()
-    def sequence_representation(self, interaction):
-        """The sequence vectors h that full_sort_predict multiplies with the item table.
-
-        Backbones call `self.forward(...)` directly (no module hooks fire), so the
-        backbone's bound forward is shadowed for one call to record its output; a
-        (B, L, d) output (BERT4Rec) is gathered at the last position, as its
-        full_sort_predict does.
-        """
-        captured = []
-        original_forward = self.backbone.forward
-
-        def recording_forward(*args, **kwargs):
-            output = original_forward(*args, **kwargs)
-            captured.append(output)
-            return output
-
-        self.backbone.forward = recording_forward
-        try:
-            self.backbone.full_sort_predict(interaction)
-        finally:
-            del self.backbone.forward
-        output = captured[-1][0] if isinstance(captured[-1], tuple) else captured[-1]
-        if output.dim() == 3:
-            output = self.gather_indexes(output, interaction[self.ITEM_SEQ_LEN] - 1)
-        return output
 
     # RecBole's model interface, delegated to the backbone.
     def forward(self, *args, **kwargs):

@@ -26,9 +26,6 @@ BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
-def _logger():
-    return logging.getLogger()
-
 
 def config_value(config, key, default=None):
     """`config[key]`, where a missing key (KeyError, or None from RecBole's Config) means
@@ -128,7 +125,7 @@ def _resolve_device(device):
 
     dev = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     if dev.startswith("cuda") and not torch.cuda.is_available():
-        _logger().warning(f"text encoder: device {dev!r} requested but CUDA is not available; using cpu.")
+        logging.getLogger().warning(f"text encoder: device {dev!r} requested but CUDA is not available; using cpu.")
         dev = "cpu"
     return dev
 
@@ -137,7 +134,7 @@ def _resolve_dtype(dtype, device):
     dtype = str(dtype or "float32")
     check_value(BY_NAME["text_dtype"], dtype)
     if dtype != "float32" and not device.startswith("cuda"):
-        _logger().warning(
+        logging.getLogger().warning(
             f"text encoder: `text_dtype: {dtype}` needs a CUDA device (device is {device!r}); "
             f"encoding in float32 instead."
         )
@@ -178,7 +175,7 @@ class _LazyEncoder:
             t0 = time.perf_counter()
             self._load()
             self.load_seconds = time.perf_counter() - t0
-            _logger().info(f"text encoder {self.model_name} ({self.kind}) loaded in {self.load_seconds:.1f} s "
+            logging.getLogger().info(f"text encoder {self.model_name} ({self.kind}) loaded in {self.load_seconds:.1f} s "
                            f"on {self.device}")
         return self
 

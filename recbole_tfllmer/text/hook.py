@@ -22,9 +22,6 @@ from recbole_tfllmer.text.store import (DEFAULT_CHUNK_SIZE, EncodeInfo, encode_w
 
 
 
-def _logger():
-    return logging.getLogger()
-
 
 @dataclass
 class ItemEmbeddings:
@@ -138,7 +135,7 @@ def _apply_missing_policy(matrix, missing_rows, tokens, policy, what, error_clas
         matrix[missing_rows] = matrix[present].mean(axis=0)
     else:
         matrix[missing_rows] = 0.0
-    _logger().warning(f"{len(missing_rows)} item(s) have {what} (e.g. {examples}); "
+    logging.getLogger().warning(f"{len(missing_rows)} item(s) have {what} (e.g. {examples}); "
                       f"missing_text_policy={policy}: filled with {'the mean vector' if policy == 'mean' else 'zeros'}.")
 
 
@@ -173,7 +170,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
         unused = len(file_tokens) - (n - 1 - len(missing))
         result = ItemEmbeddings(matrix, tokens, [tokens[i] for i in missing], os.path.abspath(precomputed))
         result.seconds = time.perf_counter() - t0
-        _logger().info(f"item embeddings: {n - 1} items x {matrix.shape[1]} from {precomputed} "
+        logging.getLogger().info(f"item embeddings: {n - 1} items x {matrix.shape[1]} from {precomputed} "
                        f"({unused} vectors for items not in the built dataset ignored) in {result.seconds:.1f} s")
         return result
 
@@ -206,7 +203,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     result = ItemEmbeddings(matrix, tokens, [tokens[i] for i in missing], "encoder", row_texts, info,
                             time.perf_counter() - t0)
     how = "cache hit" if info.cache_hit else f"encoded {info.n_encoded} in {info.encode_seconds:.1f} s"
-    _logger().info(f"item embeddings: {n - 1} items x {matrix.shape[1]} ({how}; {len(missing)} missing) in {result.seconds:.1f} s")
+    logging.getLogger().info(f"item embeddings: {n - 1} items x {matrix.shape[1]} ({how}; {len(missing)} missing) in {result.seconds:.1f} s")
     return result
 
 

@@ -67,9 +67,9 @@ def default_fields(header, id_field="item_id"):
 def read_item_table(item_file, id_field, fields, field_separator="\t", seq_separator=" ", encoding="utf-8"):
     """Map item token -> {field: raw string} for `fields` (None = `default_fields`).
 
-    `seq_separator` is accepted for symmetry with RecBole's reader: token_seq values are
-    returned unsplit, because the separator is part of the readable text (" | " between
-    categories, spaces between title words).
+    token_seq values are RecBole tokens joined by `seq_separator`, as RecBole splits them; with
+    the default " " they are returned as they are (the spaces are part of the readable text),
+    with another separator (e.g. "|") the tokens are rejoined with spaces.
     """
     header = read_header(item_file, field_separator, encoding)
     names = [n for n, _ in header]
@@ -114,6 +114,11 @@ def read_item_table(item_file, id_field, fields, field_separator="\t", seq_separ
             f"Item file '{item_file}' lists {len(dup)} item token(s) in field '{id_field}' more than once, "
             f"e.g. {', '.join(repr(t) for t in dup[:5])}. Keep one row per item."
         )
+    types = dict(header)
+    if seq_separator not in (None, " "):
+        for f in fields:
+            if types[f] == "token_seq":
+                df[f] = df[f].map(lambda v: " ".join(t for t in v.split(seq_separator) if t.strip()))
     columns = {f: df[f].tolist() for f in fields}
     return {tok: {f: columns[f][i] for f in fields} for i, tok in enumerate(tokens)}
 

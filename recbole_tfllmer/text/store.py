@@ -32,9 +32,6 @@ DEFAULT_CHUNK_SIZE = default_of("embedding_chunk_size")
 _STALE_TEMP_SECONDS = 3600
 
 
-def _logger():
-    return logging.getLogger()
-
 
 @dataclass
 class EncodeInfo:
@@ -116,7 +113,7 @@ def resolve_cache_dir(config):
         else:
             path, reason = os.path.abspath(os.path.join("saved", "embedding_cache")), "dataset directory not writable"
             os.makedirs(path, exist_ok=True)
-    _logger().info(f"embedding cache dir: {path} ({reason})")
+    logging.getLogger().info(f"embedding cache dir: {path} ({reason})")
     return path
 
 
@@ -192,7 +189,7 @@ def load_cached_embeddings(cache_dir, dataset_name, key, tokens):
     npy_path, json_path, _ = cache_paths(cache_dir, dataset_name, key)
     if not os.path.isfile(json_path):
         if os.path.isfile(npy_path):
-            _logger().warning(
+            logging.getLogger().warning(
                 f"embedding cache file {npy_path} has no metadata sidecar {os.path.basename(json_path)} "
                 f"(an interrupted write?); ignoring it and recomputing."
             )
@@ -201,7 +198,7 @@ def load_cached_embeddings(cache_dir, dataset_name, key, tokens):
         with open(json_path, "r", encoding="utf-8") as f:
             meta = json.load(f)
     except (OSError, ValueError) as e:
-        _logger().warning(f"embedding cache metadata {json_path} is unreadable ({e}); recomputing.")
+        logging.getLogger().warning(f"embedding cache metadata {json_path} is unreadable ({e}); recomputing.")
         return None
     reason = None
     if not isinstance(meta, dict) or meta.get("key") != key:
@@ -214,7 +211,7 @@ def load_cached_embeddings(cache_dir, dataset_name, key, tokens):
         arr, reason = _load_verified(npy_path, meta, (len(tokens), meta["dim"]))
         if arr is not None:
             return arr
-    _logger().warning(f"embedding cache file {npy_path} is unusable: {reason}; recomputing it.")
+    logging.getLogger().warning(f"embedding cache file {npy_path} is unusable: {reason}; recomputing it.")
     return None
 
 
@@ -234,11 +231,11 @@ def _load_chunk(partial_dir, index, key, start, stop):
         meta = None
     if not isinstance(meta, dict) or (meta.get("key"), meta.get("start"), meta.get("stop")) != (key, start, stop) \
             or not isinstance(meta.get("dim"), int):
-        _logger().warning(f"embedding cache chunk {json_path} does not belong to this run; re-encoding it.")
+        logging.getLogger().warning(f"embedding cache chunk {json_path} does not belong to this run; re-encoding it.")
         return None
     arr, reason = _load_verified(npy_path, meta, (stop - start, meta["dim"]))
     if arr is None:
-        _logger().warning(f"embedding cache chunk {npy_path} is unusable: {reason}; re-encoding it.")
+        logging.getLogger().warning(f"embedding cache chunk {npy_path} is unusable: {reason}; re-encoding it.")
     return arr
 
 
@@ -261,7 +258,7 @@ def encode_with_cache(encoder, tokens, texts, cache_dir, dataset_name, template=
         if os.path.isdir(partial_dir):  # crash between commit and cleanup
             shutil.rmtree(partial_dir, ignore_errors=True)
         info = EncodeInfo(npy_path, True, len(tokens), 0, key=key, total_seconds=time.perf_counter() - t_start)
-        _logger().info(f"embedding cache hit: {npy_path} (0 items encoded, {info.total_seconds:.2f} s)")
+        logging.getLogger().info(f"embedding cache hit: {npy_path} (0 items encoded, {info.total_seconds:.2f} s)")
         return cached, info
 
     os.makedirs(partial_dir, exist_ok=True)
@@ -319,7 +316,7 @@ def encode_with_cache(encoder, tokens, texts, cache_dir, dataset_name, template=
     info = EncodeInfo(npy_path, False, n, n_encoded, n_resumed, load_seconds, encode_seconds,
                       time.perf_counter() - t_start, key)
     resumed = f", {n_resumed} chunk(s) resumed from {partial_dir}" if n_resumed else ""
-    _logger().info(f"encoded {n_encoded} items in {encode_seconds:.1f} s (model load {load_seconds:.1f} s{resumed}); "
+    logging.getLogger().info(f"encoded {n_encoded} items in {encode_seconds:.1f} s (model load {load_seconds:.1f} s{resumed}); "
                    f"cached to {npy_path}")
     return matrix, info
 
@@ -373,7 +370,7 @@ def load_precomputed_embeddings(path, known_tokens=None, tokens_path=None, field
                     msg + " Are these the dataset's raw item tokens (not RecBole's internal ids), and is it the "
                     "right dataset?"
                 )
-            _logger().warning(msg + " Dropping them.")
+            logging.getLogger().warning(msg + " Dropping them.")
             keep = np.array([t in known for t in tokens])
             tokens = [t for t, k in zip(tokens, keep) if k]
             matrix = matrix[keep]
