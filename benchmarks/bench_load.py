@@ -137,8 +137,8 @@ def training_rows(flat, starts, lengths, max_len=50, chunk=500_000):
 
 
 def part_graph(n_items, n_users, dim, components, lam, window, seed):
-    from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph, normalized_adjacency
-    from recbole_tfllmer.method.rec_pca import rec_pca_projection
+    from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
+    from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
     rng = np.random.default_rng(seed)
     flat, starts, lengths = make_sequences(n_items, n_users, rng)

@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph, normalized_adjacency  # noqa: E402
-from recbole_tfllmer.method.rec_pca import rec_pca_projection  # noqa: E402
+from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency  # noqa: E402
+from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection  # noqa: E402
 
 try:
     import psutil

@@ -15,7 +15,7 @@ def __getattr__(name):
 
         return getattr(quick_start, name)
     if name == "TFLLMER":
-        from recbole_tfllmer.method.wrapper import TFLLMER
+        from recbole_tfllmer.tfllmer.tfllmer import TFLLMER
 
         return TFLLMER
     raise AttributeError(f"module 'recbole_tfllmer' has no attribute {name!r}")

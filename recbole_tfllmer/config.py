@@ -59,7 +59,7 @@ class TFLLMERConfig(Config):
     def _resolve_backbone(self, model_name):
         if not is_plugin_model(model_name):
             return None
-        from recbole_tfllmer.method.backbones import resolve_backbone
+        from recbole_tfllmer.backbones import resolve_backbone
 
         name = self.external_config_dict.get("backbone") or default_of("backbone")
         return resolve_backbone(name)

@@ -191,7 +191,7 @@ class TextOptions:
 
 @dataclass(frozen=True)
 class InitOptions:
-    """How the item table is initialised (method/rec_pca.py)."""
+    """How the item table is initialised (tfllmer/rec_pca.py)."""
 
     item_init: str
     rec_pca_lambda: float
@@ -215,7 +215,7 @@ class InitOptions:
 
 @dataclass(frozen=True)
 class GraphOptions:
-    """The training split's co-occurrence graph (method/cooccurrence.py)."""
+    """The training split's co-occurrence graph (tfllmer/cooccurrence.py)."""
 
     window: int
     weighting: str
@@ -224,7 +224,7 @@ class GraphOptions:
 
 @dataclass(frozen=True)
 class NormOptions:
-    """Item-embedding normalisation (method/normalization.py)."""
+    """Item-embedding normalisation (item_tables.py)."""
 
     mode: str
     scale: float
@@ -242,8 +242,8 @@ class PluginOptions:
 
 def _cross_checks(v):
     """Rules that join several options, and the pure functions' own checks, as ConfigErrors."""
-    from recbole_tfllmer.method.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
-    from recbole_tfllmer.method.rec_pca import ITERATIVE_MAX_LAMBDA, check_solver_options
+    from recbole_tfllmer.tfllmer.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
+    from recbole_tfllmer.tfllmer.rec_pca import ITERATIVE_MAX_LAMBDA, check_solver_options
 
     for key, check in (("graph_window", check_graph_window), ("graph_weighting", check_graph_weighting),
                        ("graph_topk", check_graph_topk)):

@@ -33,7 +33,7 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
     if config.backbone_class is not None:
         # Fail on bad options now, before any data is read or encoded; the typed records go
         # with the config to the data hook and the wrapper, which do not check them again.
-        from recbole_tfllmer.method.backbones import validate_backbone_options
+        from recbole_tfllmer.backbones import validate_backbone_options
         from recbole_tfllmer.options import validate_options
 
         validate_backbone_options(config)

@@ -6,7 +6,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 # Models this plugin adds, by RecBole-style name -> module that defines the class.
-PLUGIN_MODELS = {"TFLLMER": "recbole_tfllmer.method.wrapper"}
+PLUGIN_MODELS = {"TFLLMER": "recbole_tfllmer.tfllmer.tfllmer"}
 
 
 def get_model(model_name):

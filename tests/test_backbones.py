@@ -25,13 +25,13 @@ from torch.nn.utils import parametrize
 
 from recbole_tfllmer import cli, quick_start
 from recbole_tfllmer.errors import UnsupportedBackboneError
-from recbole_tfllmer.method.backbones import (
+from recbole_tfllmer.backbones import (
     SUPPORTED_BACKBONES,
     UNSUPPORTED_BACKBONES,
     backbone_spec,
     needs_sampled_negatives,
 )
-from recbole_tfllmer.method.normalization import raw_item_weight
+from recbole_tfllmer.item_tables import raw_item_weight
 from tests.conftest import slice_config, write_ml100k_slice
 
 DATASET = "ml-s30"

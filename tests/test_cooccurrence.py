@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recbole_tfllmer.method.cooccurrence import (
+from recbole_tfllmer.tfllmer.cooccurrence import (
     build_cooccurrence_graph,
     graph_total_variation,
     normalized_adjacency,

@@ -196,8 +196,8 @@ def _driver(argv):
     pause = options[options.index("--pause-in-rec-pca") + 1] if "--pause-in-rec-pca" in options else None
     dump = options[options.index("--dump-init") + 1] if "--dump-init" in options else None
 
-    import recbole_tfllmer.method.rec_pca as rec_pca
-    import recbole_tfllmer.method.wrapper as wrapper
+    import recbole_tfllmer.tfllmer.rec_pca as rec_pca
+    import recbole_tfllmer.tfllmer.tfllmer as wrapper
     from recbole_tfllmer.cli import main
 
     if pause:

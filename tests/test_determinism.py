@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import recbole_tfllmer.method.wrapper as wrapper
+import recbole_tfllmer.tfllmer.tfllmer as wrapper
 from recbole_tfllmer.checkpoint import load_checkpoint
 from recbole_tfllmer.quick_start import run_tfllmer
 from tests.test_bad_inputs import new_workdir, one_torch_thread, shared_minilm  # noqa: F401

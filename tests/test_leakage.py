@@ -16,8 +16,8 @@ import pytest
 from recbole.data import data_preparation
 
 from recbole_tfllmer.data import create_dataset
-from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph
-from recbole_tfllmer.method.wrapper import cooccurrence_graph_from_split
+from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph
+from recbole_tfllmer.tfllmer.tfllmer import cooccurrence_graph_from_split
 from recbole_tfllmer.quick_start import build_config
 from tests.conftest import SHARED_DATASETS, slice_config, write_ml100k_slice
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from recbole_tfllmer.method.normalization import (
+from recbole_tfllmer.item_tables import (
     normalize_item_table,
     normalize_rows_once,
     raw_item_weight,

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
-from recbole_tfllmer.method.cooccurrence import graph_total_variation, normalized_adjacency
-from recbole_tfllmer.method.rec_pca import RecPCAResult, rec_pca_projection
+from recbole_tfllmer.tfllmer.cooccurrence import graph_total_variation, normalized_adjacency
+from recbole_tfllmer.tfllmer.rec_pca import RecPCAResult, rec_pca_projection
 
 N_ITEMS, DIM, ISOLATED = 300, 24, (0, 7, 150)
 
@@ -286,7 +286,7 @@ def test_peak_memory_stays_below_three_times_the_embeddings(with_graph, referenc
     n, dim = 10_000, 512
     X = rng.standard_normal((n, dim), dtype=np.float32)
     if reference_budget is not None:  # the large-input path (Gram folded into M)
-        from recbole_tfllmer.method import rec_pca as module
+        from recbole_tfllmer.tfllmer import rec_pca as module
 
         monkeypatch.setattr(module, "_PCA_REFERENCE_MAX_WORK", reference_budget)
     graph = None
@@ -314,7 +314,7 @@ def test_peak_memory_stays_below_three_times_the_embeddings(with_graph, referenc
 
 def test_large_input_path_without_pca_reference_gives_the_same_projection(problem, monkeypatch):
     """Above the work budget the Gram matrix is folded into M (no separate PCA reference)."""
-    from recbole_tfllmer.method import rec_pca as module
+    from recbole_tfllmer.tfllmer import rec_pca as module
 
     X, graph = problem
     with_reference = rec_pca_projection(X, graph, 4, lam=0.7, row_normalize=True)
@@ -393,7 +393,7 @@ def test_iterative_solver_refuses_lambda_above_one_half(problem):
 
 
 def test_auto_solver_is_exact_on_small_catalogues_and_iterative_on_large(problem, monkeypatch):
-    from recbole_tfllmer.method import rec_pca as module
+    from recbole_tfllmer.tfllmer import rec_pca as module
 
     X, graph = problem
     assert rec_pca_projection(X, graph, 5, lam=0.5).stats["solver"] == "exact"

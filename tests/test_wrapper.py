@@ -8,7 +8,7 @@ from recbole.data import data_preparation
 from recbole_tfllmer.data import create_dataset
 from recbole_tfllmer.errors import ConfigError, GraphError, UnsupportedBackboneError
 from recbole_tfllmer.diagnostics.model_views import sequence_representation
-from recbole_tfllmer.method.wrapper import TFLLMER, cooccurrence_graph_from_split
+from recbole_tfllmer.tfllmer.tfllmer import TFLLMER, cooccurrence_graph_from_split
 from recbole_tfllmer.quick_start import build_config, build_model, build_trainer, load_data_and_model, run_tfllmer
 from tests.conftest import slice_config
 
@@ -24,7 +24,7 @@ def prepared(ml_slice, tmp_path, **overrides):
 def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
     config, dataset, train_data, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None)
     model = build_model(config, train_data)
-    from recbole_tfllmer.method.rec_pca import rec_pca_projection
+    from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
     _, norm_adjacency = cooccurrence_graph_from_split(config, train_data.dataset)
     expected = rec_pca_projection(

@@ -23,10 +23,10 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import set_color
 
 from recbole_tfllmer.errors import ConfigError, GraphError
-from recbole_tfllmer.method.backbones import backbone_spec, validate_backbone_options
-from recbole_tfllmer.method.cooccurrence import build_cooccurrence_graph, normalized_adjacency
-from recbole_tfllmer.method.normalization import normalize_item_table, normalize_rows_once
-from recbole_tfllmer.method.rec_pca import rec_pca_projection
+from recbole_tfllmer.backbones import backbone_spec, validate_backbone_options
+from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
+from recbole_tfllmer.item_tables import normalize_item_table, normalize_rows_once
+from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 from recbole_tfllmer.options import plugin_options
 
 
@@ -95,7 +95,7 @@ class TFLLMER(SequentialRecommender):
             if tuple(table.weight.shape) != expected_shape:
                 raise AssertionError(
                     f"{self.backbone_name}.{name} has shape {tuple(table.weight.shape)}, expected "
-                    f"{expected_shape}; the backbone table in method/backbones.py is out of date"
+                    f"{expected_shape}; the backbone table in backbones.py is out of date"
                 )
         if self.options.init.uses_llm_vectors:
             self._initialise_from_llm(config, dataset, tables)
