@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test leaderboard clean
+.PHONY: install demo test lint leaderboard clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ demo: $(STAMP)
 	$(BIN)/python run_recbole_tfllmer.py --config_files "properties/ml-100k.yaml properties/demo.yaml"
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check --fix .
+	$(BIN)/python -m ruff format .
 
 # Long: runs (or resumes) a board, ml-100k by default (make leaderboard BOARD=ml-100k-tuned);
 # see README "Leaderboard".

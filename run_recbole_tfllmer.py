@@ -1,6 +1,6 @@
 """Run a RecBole experiment with the TF-LLMER plugin, as RecBole's run_recbole.py does.
 
-    python run_recbole_tfllmer.py -m TFLLMER -d ml-100k --config_files properties/ml-100k.yaml
+python run_recbole_tfllmer.py -m TFLLMER -d ml-100k --config_files properties/ml-100k.yaml
 """
 
 import sys

@@ -71,13 +71,19 @@ def main(argv=None):
     bare_s, plugin_s = statistics.median(bare_times), statistics.median(plugin_times)
     ratio = bare_s / plugin_s  # throughput ratio: plugin items/s over bare items/s
     same = bool(np.allclose(ours, reference, atol=1e-5))
-    print(f"{len(texts)} texts, batch {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} repeats")
+    print(
+        f"{len(texts)} texts, batch {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} repeats"
+    )
     print(f"  bare SentenceTransformer.encode  median {bare_s:.2f} s  ({len(texts) / bare_s:.0f} items/s)")
     print(f"  plugin encode_with_cache (miss)  median {plugin_s:.2f} s  ({len(texts) / plugin_s:.0f} items/s)")
-    print(f"  throughput ratio plugin/bare {ratio:.3f}  {'PASS' if ratio >= args.target else 'FAIL'} (target >= {args.target})")
+    print(
+        f"  throughput ratio plugin/bare {ratio:.3f}  {'PASS' if ratio >= args.target else 'FAIL'} (target >= {args.target})"
+    )
     print(f"  same vectors as bare encode: {same}")
-    print(f"  cached re-run: {info.n_encoded} items encoded, cache hit {info.cache_hit}, {cached_seconds:.3f} s"
-          f"  {'PASS' if info.cache_hit and info.n_encoded == 0 else 'FAIL'}")
+    print(
+        f"  cached re-run: {info.n_encoded} items encoded, cache hit {info.cache_hit}, {cached_seconds:.3f} s"
+        f"  {'PASS' if info.cache_hit and info.n_encoded == 0 else 'FAIL'}"
+    )
     ok = ratio >= args.target and info.cache_hit and info.n_encoded == 0 and same
     return 0 if ok else 1
 

@@ -68,17 +68,15 @@ def build(kind, args, workdir):
         model = get_model("SASRec")(config, train_data._dataset)
         return get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), train_data, valid_data
 
-    from recbole_tfllmer.data import create_dataset
-    from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
     from recbole_tfllmer.leaderboard.spec import METHOD_DIR
+    from recbole_tfllmer.quick_start import build_config, prepare
 
-    config = build_config(config_file_list=properties + [str(METHOD_DIR / "RandInit.yaml")],
-                          config_dict={**config_dict, "model": "TFLLMER", "backbone": "SASRec"})
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)
-    model = build_model(config, train_data)
-    return build_trainer(config, model), train_data, valid_data
+    config = build_config(
+        config_file_list=properties + [str(METHOD_DIR / "RandInit.yaml")],
+        config_dict={**config_dict, "model": "TFLLMER", "backbone": "SASRec"},
+    )
+    run = prepare(config)
+    return run.trainer, run.train_data, run.valid_data
 
 
 def timed_epoch(trainer, train_data, valid_data, epoch, threads):
@@ -111,7 +109,7 @@ def main(argv=None):
     # runs with it on. Measure plain RecBole as it runs, then the plugin as it runs (off).
     times = {k: [] for k in variants}
     for r in range(args.rounds):
-        order = list(variants)[r % 3:] + list(variants)[: r % 3]
+        order = list(variants)[r % 3 :] + list(variants)[: r % 3]
         for kind in order:
             trainer, train_data, valid_data = built[kind]
             if kind == "recbole":
@@ -124,18 +122,26 @@ def main(argv=None):
 
     n_batches = len(built["plugin"][1])
     print()
-    print(f"SASRec on {args.dataset}, {n_batches} batches/epoch of {args.batch_size}, max length {args.max_len}, "
-          f"full-ranking validation; {os.cpu_count()} CPU cores, torch {torch.__version__}")
+    print(
+        f"SASRec on {args.dataset}, {n_batches} batches/epoch of {args.batch_size}, max length {args.max_len}, "
+        f"full-ranking validation; {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    )
     med = {k: statistics.median(t for t, _ in v) for k, v in times.items()}
     for k, v in times.items():
-        print(f"  {k:9s} ({variants[k]} thread(s)) median train epoch {med[k]:7.1f}s, "
-              f"valid {statistics.median(s for _, s in v):5.1f}s")
+        print(
+            f"  {k:9s} ({variants[k]} thread(s)) median train epoch {med[k]:7.1f}s, "
+            f"valid {statistics.median(s for _, s in v):5.1f}s"
+        )
     ratio = med["plugin"] / med["recbole"]
-    print(f"  ratio plugin / recbole (same threads)   {ratio:.3f}  {'PASS' if ratio <= 1.02 else 'FAIL'} (target <= 1.0 + 2% noise)")
+    print(
+        f"  ratio plugin / recbole (same threads)   {ratio:.3f}  {'PASS' if ratio <= 1.02 else 'FAIL'} (target <= 1.0 + 2% noise)"
+    )
     cores = os.cpu_count() or 1
-    print(f"  board throughput: {cores} cells at 1 thread = {cores / med['plugin-1t'] * 3600:.1f} epochs/hour vs "
-          f"{3600 / med['recbole']:.1f} for one RecBole run on all cores "
-          f"({cores * med['recbole'] / med['plugin-1t']:.2f}x)")
+    print(
+        f"  board throughput: {cores} cells at 1 thread = {cores / med['plugin-1t'] * 3600:.1f} epochs/hour vs "
+        f"{3600 / med['recbole']:.1f} for one RecBole run on all cores "
+        f"({cores * med['recbole'] / med['plugin-1t']:.2f}x)"
+    )
     return 0 if ratio <= 1.02 else 1
 
 

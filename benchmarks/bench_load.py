@@ -58,9 +58,16 @@ def beauty_config(cache_dir):
     from recbole_tfllmer.quick_start import build_config
 
     return build_config(
-        "TFLLMER", "Amazon_Beauty", config_file_list=[str(REPO / "properties" / "Amazon_Beauty.yaml")],
-        config_dict={"data_path": str(REPO.parent / "shared" / "datasets"), "embedding_cache_dir": str(cache_dir),
-                     "use_gpu": False, "show_progress": False, "item_init": "random"},
+        "TFLLMER",
+        "Amazon_Beauty",
+        config_file_list=[str(REPO / "properties" / "Amazon_Beauty.yaml")],
+        config_dict={
+            "data_path": str(REPO.parent / "shared" / "datasets"),
+            "embedding_cache_dir": str(cache_dir),
+            "use_gpu": False,
+            "show_progress": False,
+            "item_init": "random",
+        },
     )
 
 
@@ -84,10 +91,17 @@ def part_hook(cache_dir):
         seconds = time.perf_counter() - t0
     info = result.info
     return {
-        "items": info["n_items"], "dim": info["dim"], "cache_hit": info["cache_hit"], "n_encoded": info["n_encoded"],
-        "encode_seconds": info["encode_seconds"], "seconds": seconds, "matrix_bytes": result.matrix.nbytes,
-        "rss_before": memory.start_rss, "rss_peak": memory.peak,
-        "recbole_seconds": data_seconds, "recbole_rss_rise": data_memory.peak - data_memory.start_rss,
+        "items": info["n_items"],
+        "dim": info["dim"],
+        "cache_hit": info["cache_hit"],
+        "n_encoded": info["n_encoded"],
+        "encode_seconds": info["encode_seconds"],
+        "seconds": seconds,
+        "matrix_bytes": result.matrix.nbytes,
+        "rss_before": memory.start_rss,
+        "rss_peak": memory.peak,
+        "recbole_seconds": data_seconds,
+        "recbole_rss_rise": data_memory.peak - data_memory.start_rss,
         "threads": __import__("torch").get_num_threads(),
     }
 
@@ -122,8 +136,9 @@ def training_rows(flat, starts, lengths, max_len=50, chunk=500_000):
     targets at positions 1 .. n-3 of each user's sequence, history = the up to `max_len`
     items before, left-aligned and zero-padded (RecBole's item_id_list layout)."""
     n_train = np.maximum(lengths - 3, 0)
-    target_pos = np.repeat(starts, n_train) + (np.arange(n_train.sum()) - np.repeat(np.cumsum(n_train) - n_train,
-                                                                                     n_train)) + 1
+    target_pos = (
+        np.repeat(starts, n_train) + (np.arange(n_train.sum()) - np.repeat(np.cumsum(n_train) - n_train, n_train)) + 1
+    )
     user_start = np.repeat(starts, n_train)
     hist_start = np.maximum(user_start, target_pos - max_len)
     seqs = np.zeros((len(target_pos), max_len), dtype=np.int64)
@@ -146,8 +161,12 @@ def part_graph(n_items, n_users, dim, components, lam, window, seed):
     collab = np.zeros(n_items, dtype=np.int64)
     X = make_embeddings(n_items, dim, 200, collab, rng)
     del flat
-    out = {"interactions": int(lengths.sum()), "rows": len(lens),
-           "rows_bytes": seqs.nbytes + lens.nbytes + targets.nbytes, "x_bytes": X.nbytes}
+    out = {
+        "interactions": int(lengths.sum()),
+        "rows": len(lens),
+        "rows_bytes": seqs.nbytes + lens.nbytes + targets.nbytes,
+        "x_bytes": X.nbytes,
+    }
     release_freed_memory()
     with PeakRSS() as memory:
         t0 = time.perf_counter()
@@ -180,9 +199,11 @@ def run_part(argv):
 def report_hook(label, r):
     rise = r["rss_peak"] - r["rss_before"]
     how = "cache hit" if r["cache_hit"] else f"encoded {r['n_encoded']} items in {r['encode_seconds']:.1f} s"
-    print(f"(a) hook, {label}: {r['items']} items x {r['dim']} -> {r['seconds']:.2f} s wall ({how}, "
-          f"torch threads {r['threads']}); peak RSS {r['rss_peak'] / MIB:.0f} MiB, +{rise / MIB:.0f} MiB during the "
-          f"hook = {rise / r['matrix_bytes']:.1f}x the {r['matrix_bytes'] / MIB:.1f} MiB embedding matrix")
+    print(
+        f"(a) hook, {label}: {r['items']} items x {r['dim']} -> {r['seconds']:.2f} s wall ({how}, "
+        f"torch threads {r['threads']}); peak RSS {r['rss_peak'] / MIB:.0f} MiB, +{rise / MIB:.0f} MiB during the "
+        f"hook = {rise / r['matrix_bytes']:.1f}x the {r['matrix_bytes'] / MIB:.1f} MiB embedding matrix"
+    )
     return rise
 
 
@@ -206,8 +227,9 @@ def main(argv=None):
         print(json.dumps(part_hook(args.cache_dir)))
         return
     if args.part == "graph":
-        print(json.dumps(part_graph(args.items, args.users, args.dim, args.components, args.lam, args.window,
-                                    args.seed)))
+        print(
+            json.dumps(part_graph(args.items, args.users, args.dim, args.components, args.lam, args.window, args.seed))
+        )
         return
 
     print(f"cpu cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")
@@ -215,35 +237,70 @@ def main(argv=None):
     if not args.skip_hook:
         cache = Path(args.cache_dir)
         if args.cold or not any(cache.glob("Amazon_Beauty-*.emb.json")):
-            cold_dir = Path(tempfile.mkdtemp(prefix="tfllmer-cold-cache-")) if any(
-                cache.glob("Amazon_Beauty-*.emb.json")) else cache
+            cold_dir = (
+                Path(tempfile.mkdtemp(prefix="tfllmer-cold-cache-"))
+                if any(cache.glob("Amazon_Beauty-*.emb.json"))
+                else cache
+            )
             r = run_part(["--part", "hook", "--cache-dir", str(cold_dir)])
             rise = report_hook("cold cache", r)
             rows.append(("hook, cold cache (model load + encode)", r["seconds"], rise, r["matrix_bytes"]))
         r = run_part(["--part", "hook", "--cache-dir", str(cache)])
         rise = report_hook("warm cache", r)
-        print(f"    (RecBole's own dataset build before it: {r['recbole_seconds']:.1f} s, "
-              f"+{r['recbole_rss_rise'] / MIB:.0f} MiB)")
+        print(
+            f"    (RecBole's own dataset build before it: {r['recbole_seconds']:.1f} s, "
+            f"+{r['recbole_rss_rise'] / MIB:.0f} MiB)"
+        )
         rows.append(("hook, warm cache (checksum + read)", r["seconds"], rise, r["matrix_bytes"]))
     if not args.skip_graph:
-        r = run_part(["--part", "graph", "--items", str(args.items), "--users", str(args.users), "--dim",
-                      str(args.dim), "--components", str(args.components), "--lam", str(args.lam), "--window",
-                      str(args.window), "--seed", str(args.seed)])
+        r = run_part(
+            [
+                "--part",
+                "graph",
+                "--items",
+                str(args.items),
+                "--users",
+                str(args.users),
+                "--dim",
+                str(args.dim),
+                "--components",
+                str(args.components),
+                "--lam",
+                str(args.lam),
+                "--window",
+                str(args.window),
+                "--seed",
+                str(args.seed),
+            ]
+        )
         x = r["x_bytes"]
         g_rise = r["graph_rss_peak"] - r["graph_rss_before"]
         p_rise = r["rec_pca_rss_peak"] - r["rec_pca_rss_before"]
-        print(f"(b) synthetic catalogue: {args.items} items x {args.dim} float32 ({x / MIB:.0f} MiB), "
-              f"{r['interactions']} interactions, {r['rows']} training rows ({r['rows_bytes'] / MIB:.0f} MiB, "
-              f"resident before either step)")
-        print(f"    graph (window {args.window}): {r['graph_seconds']:.2f} s, {r['edges']} edges "
-              f"({r['graph_bytes'] / MIB:.0f} MiB CSR), +{g_rise / MIB:.0f} MiB peak = {g_rise / x:.2f}x X")
-        print(f"    normalise + Rec-PCA (d={args.components}, lambda={args.lam}): {r['rec_pca_seconds']:.2f} s, "
-              f"+{p_rise / MIB:.0f} MiB peak = {p_rise / x:.2f}x X; {r['isolated']} isolated items")
+        print(
+            f"(b) synthetic catalogue: {args.items} items x {args.dim} float32 ({x / MIB:.0f} MiB), "
+            f"{r['interactions']} interactions, {r['rows']} training rows ({r['rows_bytes'] / MIB:.0f} MiB, "
+            f"resident before either step)"
+        )
+        print(
+            f"    graph (window {args.window}): {r['graph_seconds']:.2f} s, {r['edges']} edges "
+            f"({r['graph_bytes'] / MIB:.0f} MiB CSR), +{g_rise / MIB:.0f} MiB peak = {g_rise / x:.2f}x X"
+        )
+        print(
+            f"    normalise + Rec-PCA (d={args.components}, lambda={args.lam}): {r['rec_pca_seconds']:.2f} s, "
+            f"+{p_rise / MIB:.0f} MiB peak = {p_rise / x:.2f}x X; {r['isolated']} isolated items"
+        )
         print("    phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()))
-        rows.append((f"co-occurrence graph, {args.items // 1000}k items (window {args.window})", r["graph_seconds"],
-                     g_rise, x))
-        rows.append((f"normalise + Rec-PCA, {args.items // 1000}k x {args.dim} -> {args.components}",
-                     r["rec_pca_seconds"], p_rise, x))
+        rows.append(
+            (f"co-occurrence graph, {args.items // 1000}k items (window {args.window})", r["graph_seconds"], g_rise, x)
+        )
+        rows.append(
+            (
+                f"normalise + Rec-PCA, {args.items // 1000}k x {args.dim} -> {args.components}",
+                r["rec_pca_seconds"],
+                p_rise,
+                x,
+            )
+        )
     print("\n| step | wall time (s) | peak RSS rise | x embedding matrix |")
     print("|---|---|---|---|")
     for name, seconds, rise, base in rows:

@@ -165,8 +165,11 @@ def main(argv=None):
     parser.add_argument("--skip-lam0", action="store_true", help="do not time the lam=0 (exact PCA) path")
     parser.add_argument("--solver", choices=["auto", "exact", "iterative"], default="auto", help="rec_pca_solver")
     parser.add_argument("--tol", type=float, default=None, help="rec_pca_tol (default: the library's)")
-    parser.add_argument("--no-compare-exact", action="store_true",
-                        help="do not re-run with solver='exact' to measure the iterative solver's accuracy")
+    parser.add_argument(
+        "--no-compare-exact",
+        action="store_true",
+        help="do not re-run with solver='exact' to measure the iterative solver's accuracy",
+    )
     parser.add_argument("--time-target", type=float, default=30.0)
     parser.add_argument("--ram-target", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -219,8 +222,10 @@ def main(argv=None):
     )
     print("  phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stats["seconds"].items()))
     if stats["solver"] == "iterative":
-        print(f"  solver iterative: {stats['iterations']} steps of block {stats['block_size']}, "
-              f"relative residual {stats['relative_residual']:.1e}")
+        print(
+            f"  solver iterative: {stats['iterations']} steps of block {stats['block_size']}, "
+            f"relative residual {stats['relative_residual']:.1e}"
+        )
     else:
         print("  solver exact")
     print(
@@ -295,10 +300,16 @@ def main(argv=None):
 
     time_ok = t_norm + t_rec <= args.time_target
     ram_ok = net_peak <= args.ram_target * X.nbytes
-    print(f"\n{'PASS' if time_ok else 'FAIL'}: normalisation + Rec-PCA {t_norm + t_rec:.2f} s <= {args.time_target:.0f} s")
-    print(f"{'PASS' if ram_ok else 'FAIL'}: peak RSS above baseline {net_peak / X.nbytes:.2f}x X <= {args.ram_target:.1f}x X")
-    print(f"process max RSS (getrusage): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; "
-          f"load average at end: {os.getloadavg()}")
+    print(
+        f"\n{'PASS' if time_ok else 'FAIL'}: normalisation + Rec-PCA {t_norm + t_rec:.2f} s <= {args.time_target:.0f} s"
+    )
+    print(
+        f"{'PASS' if ram_ok else 'FAIL'}: peak RSS above baseline {net_peak / X.nbytes:.2f}x X <= {args.ram_target:.1f}x X"
+    )
+    print(
+        f"process max RSS (getrusage): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; "
+        f"load average at end: {os.getloadavg()}"
+    )
     return 0 if (time_ok and ram_ok) else 1
 
 

@@ -89,18 +89,14 @@ def build_variant(kind, args, data_path, name, workdir):
         trainer = get_trainer(config["MODEL_TYPE"], args.backbone)(config, model)
         return trainer, train_data, {}
 
-    from recbole_tfllmer.data import create_dataset
-    from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
+    from recbole_tfllmer.quick_start import build_config, prepare
 
-    preset = {"randinit": {"item_init": "random", "item_norm": "none"},
-              "tfllmer": {"item_init": "rec_pca", "item_norm": "always"}}[kind]
-    config = build_config(config_dict={**config_dict, **preset, "model": "TFLLMER", "backbone": args.backbone})
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    model = build_model(config, train_data)
-    trainer = build_trainer(config, model)
-    return trainer, train_data, model.init_report.as_dict()
+    preset = {
+        "randinit": {"item_init": "random", "item_norm": "none"},
+        "tfllmer": {"item_init": "rec_pca", "item_norm": "always"},
+    }[kind]
+    run = prepare(build_config(config_dict={**config_dict, **preset, "model": "TFLLMER", "backbone": args.backbone}))
+    return run.trainer, run.train_data, run.model.init_report.as_dict()
 
 
 def main(argv=None):
@@ -129,12 +125,15 @@ def main(argv=None):
     for kind in variants:
         t0 = time.perf_counter()
         built[kind] = build_variant(kind, args, data_path, name, workdir)
-        print(f"built {kind:8s} in {time.perf_counter() - t0:6.1f}s {built[kind][2] if built[kind][2] else ''}", flush=True)
+        print(
+            f"built {kind:8s} in {time.perf_counter() - t0:6.1f}s {built[kind][2] if built[kind][2] else ''}",
+            flush=True,
+        )
 
     times = {k: [] for k in variants}
     epoch = {k: 0 for k in variants}
     for r in range(args.repeats + 1):
-        order = variants[r % 3:] + variants[: r % 3]
+        order = variants[r % 3 :] + variants[: r % 3]
         for kind in order:
             trainer, train_data, _ = built[kind]
             trainer.model.train()
@@ -144,18 +143,26 @@ def main(argv=None):
             epoch[kind] += 1
             if r > 0:  # the first round is a warm-up
                 times[kind].append(seconds)
-        print(f"round {r}{' (warm-up)' if r == 0 else ''}: " + ", ".join(
-            f"{k} {times[k][-1]:.2f}s" if r > 0 else k for k in order), flush=True)
+        print(
+            f"round {r}{' (warm-up)' if r == 0 else ''}: "
+            + ", ".join(f"{k} {times[k][-1]:.2f}s" if r > 0 else k for k in order),
+            flush=True,
+        )
 
     med = {k: statistics.median(v) for k, v in times.items()}
     print()
-    print(f"backbone {args.backbone}, ml-100k first {args.users or 943} users, "
-          f"{len(built['plain'][1])} batches/epoch of {args.batch_size}, max length {args.max_len}, "
-          f"{args.threads} thread(s), {args.repeats} interleaved epochs per variant")
+    print(
+        f"backbone {args.backbone}, ml-100k first {args.users or 943} users, "
+        f"{len(built['plain'][1])} batches/epoch of {args.batch_size}, max length {args.max_len}, "
+        f"{args.threads} thread(s), {args.repeats} interleaved epochs per variant"
+    )
     for k in variants:
         print(f"  {k:8s} median epoch {med[k]:.3f}s  (all: {', '.join(f'{t:.2f}' for t in times[k])})")
-    ratios = {"tfllmer/plain": med["tfllmer"] / med["plain"], "tfllmer/randinit": med["tfllmer"] / med["randinit"],
-              "randinit/plain": med["randinit"] / med["plain"]}
+    ratios = {
+        "tfllmer/plain": med["tfllmer"] / med["plain"],
+        "tfllmer/randinit": med["tfllmer"] / med["randinit"],
+        "randinit/plain": med["randinit"] / med["plain"],
+    }
     ok = True
     for label, value in ratios.items():
         verdict = "PASS" if value <= args.target else "FAIL"

@@ -102,8 +102,13 @@ def rng_state(generator=None):
     version, internal, gauss_next = random.getstate()
     state = {
         "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generator": generator.get_state() if generator is not None else None,
@@ -116,8 +121,9 @@ def set_rng_state(state):
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     nps = state["numpy"]
-    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
-                         nps["cached_gaussian"]))
+    np.random.set_state(
+        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])

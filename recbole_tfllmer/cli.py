@@ -1,6 +1,6 @@
 """Command line, mirroring RecBole's run_recbole.py, plus `--key=value` overrides.
 
-    run_recbole_tfllmer.py -m TFLLMER -d ml-100k --backbone=GRU4Rec --epochs=5
+run_recbole_tfllmer.py -m TFLLMER -d ml-100k --backbone=GRU4Rec --epochs=5
 """
 
 import argparse
@@ -9,14 +9,38 @@ import sys
 from recbole_tfllmer.errors import TFLLMERError
 
 
+def options_help():
+    """The plugin's options for --help, from their declarations (options.py)."""
+    from recbole_tfllmer.options import GROUPS, OPTIONS
+
+    lines = ["plugin options (--key=value; defaults from recbole_tfllmer/properties/model/TFLLMER.yaml):"]
+    for group, title in GROUPS.items():
+        lines.append(f"  {title}:")
+        for o in (o for o in OPTIONS if o.group == group):
+            default = "~" if o.default is None else o.default
+            lines.append(f"    --{o.name}=... (default {default}): {o.help}")
+    lines.append("any RecBole option works the same way, e.g. --epochs=20 --learning_rate=0.002")
+    return "\n".join(lines)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="run_recbole_tfllmer.py",
         description="Train and evaluate a RecBole model, with TF-LLMER available as `-m TFLLMER`. "
         "Any other option is given as --key=value and overrides the config files.",
+        epilog=options_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", "-m", type=str, default=None, help="model name (default: TFLLMER, or `model` in a config file)")
-    parser.add_argument("--dataset", "-d", type=str, default=None, help="dataset name (default: `dataset` in a config file)")
+    parser.add_argument(
+        "--model",
+        "-m",
+        type=str,
+        default=None,
+        help="model name, e.g. TFLLMER or any RecBole model (default: `model` in a config file)",
+    )
+    parser.add_argument(
+        "--dataset", "-d", type=str, default=None, help="dataset name (default: `dataset` in a config file)"
+    )
     parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
     parser.add_argument("--nproc", type=int, default=1, help="number of processes")
     parser.add_argument("--ip", type=str, default="localhost", help="ip of the master node")

@@ -90,5 +90,3 @@ class TFLLMERConfig(Config):
 
     # The typed option records of options.validate_options, attached by build_config.
     plugin_options = None
-
-

@@ -55,62 +55,170 @@ TEXT_DTYPES = ("float32", "float16", "bfloat16")
 OPTIONS = (
     # -- backbone ----------------------------------------------------------------------------
     Option("backbone", "SASRec", "any supported RecBole sequential model (see README)", "backbone", "str"),
-    Option("train_neg_sample_args", None, "full-softmax CE, the loss RecBole's sequential models default to; "
-           "BPR backbones (TransRec) must set negatives (a clear error says so)", "backbone", nullable=True,
-           values="RecBole's negative sampling dict"),
+    Option(
+        "train_neg_sample_args",
+        None,
+        "full-softmax CE, the loss RecBole's sequential models default to; "
+        "BPR backbones (TransRec) must set negatives (a clear error says so)",
+        "backbone",
+        nullable=True,
+        values="RecBole's negative sampling dict",
+    ),
     # -- item text ---------------------------------------------------------------------------
-    Option("text_fields", None, ".item fields to embed; ~ = every token/token_seq field but the item id", "text",
-           nullable=True, values="list of fields (or one comma-separated string)"),
-    Option("text_template", None, 'e.g. "Title: {title}. Brand: {brand}"; ~ = "field: value" joined by ". "',
-           "text", "str", nullable=True),
+    Option(
+        "text_fields",
+        None,
+        ".item fields to embed; ~ = every token/token_seq field but the item id",
+        "text",
+        nullable=True,
+        values="list of fields (or one comma-separated string)",
+    ),
+    Option(
+        "text_template",
+        None,
+        'e.g. "Title: {title}. Brand: {brand}"; ~ = "field: value" joined by ". "',
+        "text",
+        "str",
+        nullable=True,
+    ),
     Option("missing_text_policy", "error", "items whose text is empty", "text", "choice", MISSING_TEXT_POLICIES),
-    Option("text_encoder", "all-MiniLM-L6-v2", "sentence-transformers name/path, or HF transformers path", "text",
-           "str"),
+    Option(
+        "text_encoder", "all-MiniLM-L6-v2", "sentence-transformers name/path, or HF transformers path", "text", "str"
+    ),
     Option("text_encoder_type", "auto", "which library loads `text_encoder`", "text", "choice", TEXT_ENCODER_TYPES),
-    Option("text_pooling", "mean", "transformers only: how token states become one vector", "text", "choice",
-           TEXT_POOLINGS),
-    Option("text_normalize", None, "~ = encoder default; true/false forces L2 normalisation of text vectors",
-           "text", "bool", nullable=True),
+    Option(
+        "text_pooling", "mean", "transformers only: how token states become one vector", "text", "choice", TEXT_POOLINGS
+    ),
+    Option(
+        "text_normalize",
+        None,
+        "~ = encoder default; true/false forces L2 normalisation of text vectors",
+        "text",
+        "bool",
+        nullable=True,
+    ),
     Option("text_batch_size", 64, "texts per encoder batch", "text", "int", minimum=1),
     Option("text_max_length", 128, "tokens per text (longer texts are truncated)", "text", "int", minimum=1),
     Option("text_device", None, "~ = the run's device", "text", "str", nullable=True),
     Option("text_dtype", "float32", "half precision on GPU only", "text", "choice", TEXT_DTYPES),
     Option("text_allow_download", False, "never reach a model hub unless asked", "text", "bool"),
-    Option("embedding_cache_dir", None, "~ = next to the dataset if writable, else saved/embedding_cache", "text",
-           "str", nullable=True),
-    Option("embedding_chunk_size", 4096, "items per checksummed chunk: a killed encoding resumes from completed "
-           "chunks", "text", "int", minimum=1),
-    Option("precomputed_embeddings", None, 'bring-your-own file: .npy (+ .tokens.txt) or atomic '
-           '"iid:token emb:float_seq"', "text", "str", nullable=True),
+    Option(
+        "embedding_cache_dir",
+        None,
+        "~ = next to the dataset if writable, else saved/embedding_cache",
+        "text",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "embedding_chunk_size",
+        4096,
+        "items per checksummed chunk: a killed encoding resumes from completed " "chunks",
+        "text",
+        "int",
+        minimum=1,
+    ),
+    Option(
+        "precomputed_embeddings",
+        None,
+        "bring-your-own file: .npy (+ .tokens.txt) or atomic " '"iid:token emb:float_seq"',
+        "text",
+        "str",
+        nullable=True,
+    ),
     # -- item initialisation -----------------------------------------------------------------
-    Option("item_init", "rec_pca", "random | pca (= LLMInit) | rec_pca (the full method)", "init", "choice",
-           ITEM_INIT_CHOICES),
-    Option("rec_pca_lambda", 0.5, "weight of the graph total-variation penalty (0 = plain PCA)", "init", "number",
-           minimum=0.0, hint="the weight of the graph term: 0 = plain PCA, 0.5 is the default"),
+    Option(
+        "item_init",
+        "rec_pca",
+        "random | pca (= LLMInit) | rec_pca (the full method)",
+        "init",
+        "choice",
+        ITEM_INIT_CHOICES,
+    ),
+    Option(
+        "rec_pca_lambda",
+        0.5,
+        "weight of the graph total-variation penalty (0 = plain PCA)",
+        "init",
+        "number",
+        minimum=0.0,
+        hint="the weight of the graph term: 0 = plain PCA, 0.5 is the default",
+    ),
     Option("rec_pca_center", True, "centre the LLM vectors first", "init", "bool"),
     Option("rec_pca_row_normalize", False, "L2-normalise LLM vectors before centring", "init", "bool"),
     Option("rec_pca_whiten", False, "scale output components to unit variance", "init", "bool"),
-    Option("rec_pca_solver", "auto", "auto = exact unless the D x D matrix would cost > 1e11 multiply-adds",
-           "init", "checked", values="auto \\| exact \\| iterative"),
-    Option("rec_pca_tol", 1.0e-5, "iterative: stop when every top-d Ritz pair has ||Mv - tv|| <= tol * t_1", "init",
-           "checked", values="number in (0, 1)"),
-    Option("rec_pca_max_iter", 100, "iterative: at most this many block steps (a warning says if tol was not "
-           "reached)", "init", "checked", values="integer >= 1"),
-    Option("init_scale", None, "~ = projected vectors as they are; float = rescale to this mean row norm", "init",
-           "number", positive=True, nullable=True,
-           hint="the mean row norm of the initial table, or ~ to keep the projection's"),
+    Option(
+        "rec_pca_solver",
+        "auto",
+        "auto = exact unless the D x D matrix would cost > 1e11 multiply-adds",
+        "init",
+        "checked",
+        values="auto \\| exact \\| iterative",
+    ),
+    Option(
+        "rec_pca_tol",
+        1.0e-5,
+        "iterative: stop when every top-d Ritz pair has ||Mv - tv|| <= tol * t_1",
+        "init",
+        "checked",
+        values="number in (0, 1)",
+    ),
+    Option(
+        "rec_pca_max_iter",
+        100,
+        "iterative: at most this many block steps (a warning says if tol was not " "reached)",
+        "init",
+        "checked",
+        values="integer >= 1",
+    ),
+    Option(
+        "init_scale",
+        None,
+        "~ = projected vectors as they are; float = rescale to this mean row norm",
+        "init",
+        "number",
+        positive=True,
+        nullable=True,
+        hint="the mean row norm of the initial table, or ~ to keep the projection's",
+    ),
     # -- graph -------------------------------------------------------------------------------
-    Option("graph_window", 1, "1 = adjacent pairs, k = k-window, 0 or ~ = whole (truncated) sequence", "graph",
-           "checked", nullable=True, values="integer >= 0"),
-    Option("graph_weighting", "count", "log = log1p counts, inv_pop = count / sqrt(pop_i pop_j)", "graph",
-           "checked", values="count \\| log \\| inv_pop"),
-    Option("graph_topk", None, "keep the k strongest neighbours per item (~ = all)", "graph", "checked",
-           nullable=True, values="integer >= 1"),
+    Option(
+        "graph_window",
+        1,
+        "1 = adjacent pairs, k = k-window, 0 or ~ = whole (truncated) sequence",
+        "graph",
+        "checked",
+        nullable=True,
+        values="integer >= 0",
+    ),
+    Option(
+        "graph_weighting",
+        "count",
+        "log = log1p counts, inv_pop = count / sqrt(pop_i pop_j)",
+        "graph",
+        "checked",
+        values="count \\| log \\| inv_pop",
+    ),
+    Option(
+        "graph_topk",
+        None,
+        "keep the k strongest neighbours per item (~ = all)",
+        "graph",
+        "checked",
+        nullable=True,
+        values="integer >= 1",
+    ),
     # -- normalisation -----------------------------------------------------------------------
-    Option("item_norm", "always", "always | init (only at initialisation) | none", "norm", "choice",
-           ITEM_NORM_CHOICES),
-    Option("item_norm_scale", 1.0, "the norm r of every item vector", "norm", "number", positive=True,
-           hint="the norm r of every item vector, e.g. 1.0"),
+    Option("item_norm", "always", "always | init (only at initialisation) | none", "norm", "choice", ITEM_NORM_CHOICES),
+    Option(
+        "item_norm_scale",
+        1.0,
+        "the norm r of every item vector",
+        "norm",
+        "number",
+        positive=True,
+        hint="the norm r of every item vector, e.g. 1.0",
+    ),
     Option("item_norm_learnable", False, "learn r (one scalar) jointly with the model", "norm", "bool"),
 )
 
@@ -245,8 +353,11 @@ def _cross_checks(v):
     from recbole_tfllmer.tfllmer.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
     from recbole_tfllmer.tfllmer.rec_pca import ITERATIVE_MAX_LAMBDA, check_solver_options
 
-    for key, check in (("graph_window", check_graph_window), ("graph_weighting", check_graph_weighting),
-                       ("graph_topk", check_graph_topk)):
+    for key, check in (
+        ("graph_window", check_graph_window),
+        ("graph_weighting", check_graph_weighting),
+        ("graph_topk", check_graph_topk),
+    ):
         try:
             check(v[key])
         except ValueError as err:
@@ -288,16 +399,32 @@ def validate_options(config):
         source=_raw_values(config),
         text=TextOptions(
             fields=v["text_fields"],
-            template=v["text_template"], missing_text_policy=v["missing_text_policy"], encoder=v["text_encoder"],
-            encoder_type=v["text_encoder_type"], pooling=v["text_pooling"], normalize=v["text_normalize"],
-            batch_size=v["text_batch_size"], max_length=v["text_max_length"], device=v["text_device"],
-            dtype=v["text_dtype"], allow_download=v["text_allow_download"], cache_dir=v["embedding_cache_dir"],
-            chunk_size=v["embedding_chunk_size"], precomputed=v["precomputed_embeddings"]),
+            template=v["text_template"],
+            missing_text_policy=v["missing_text_policy"],
+            encoder=v["text_encoder"],
+            encoder_type=v["text_encoder_type"],
+            pooling=v["text_pooling"],
+            normalize=v["text_normalize"],
+            batch_size=v["text_batch_size"],
+            max_length=v["text_max_length"],
+            device=v["text_device"],
+            dtype=v["text_dtype"],
+            allow_download=v["text_allow_download"],
+            cache_dir=v["embedding_cache_dir"],
+            chunk_size=v["embedding_chunk_size"],
+            precomputed=v["precomputed_embeddings"],
+        ),
         init=InitOptions(
-            item_init=v["item_init"], rec_pca_lambda=float(v["rec_pca_lambda"]), center=v["rec_pca_center"],
-            row_normalize=v["rec_pca_row_normalize"], whiten=v["rec_pca_whiten"], solver=v["rec_pca_solver"],
-            tol=float(v["rec_pca_tol"]), max_iter=v["rec_pca_max_iter"],
-            init_scale=None if v["init_scale"] is None else float(v["init_scale"])),
+            item_init=v["item_init"],
+            rec_pca_lambda=float(v["rec_pca_lambda"]),
+            center=v["rec_pca_center"],
+            row_normalize=v["rec_pca_row_normalize"],
+            whiten=v["rec_pca_whiten"],
+            solver=v["rec_pca_solver"],
+            tol=float(v["rec_pca_tol"]),
+            max_iter=v["rec_pca_max_iter"],
+            init_scale=None if v["init_scale"] is None else float(v["init_scale"]),
+        ),
         graph=GraphOptions(window=v["graph_window"], weighting=v["graph_weighting"], topk=v["graph_topk"]),
         norm=NormOptions(mode=v["item_norm"], scale=float(v["item_norm_scale"]), learnable=v["item_norm_learnable"]),
     )
@@ -325,9 +452,11 @@ def _yaml_value(value):
 
 def package_yaml():
     """The text of properties/model/TFLLMER.yaml (a test keeps the file equal to it)."""
-    lines = ["# TF-LLMER defaults. GENERATED from recbole_tfllmer/options.py (python -m recbole_tfllmer.options",
-             "# --yaml): edit the declarations there, not this file. Loaded after the backbone's own RecBole yaml",
-             "# and before the user's files / command line."]
+    lines = [
+        "# TF-LLMER defaults. GENERATED from recbole_tfllmer/options.py (python -m recbole_tfllmer.options",
+        "# --yaml): edit the declarations there, not this file. Loaded after the backbone's own RecBole yaml",
+        "# and before the user's files / command line.",
+    ]
     for group, title in GROUPS.items():
         lines += ["", f"# --- {title} " + "-" * max(3, 84 - len(title))]
         for o in (o for o in OPTIONS if o.group == group):

@@ -136,10 +136,16 @@ def run_tfllmer(
             "data_seconds": run.timings["data_seconds"],
             "fit_seconds": fit_seconds,
             "total_seconds": time.perf_counter() - start,
-            **{f"embedding_{k}": v for k, v in getattr(dataset, "embedding_info", {}).items()
-               if isinstance(v, (int, float))},
-            **{k: v for k, v in (model.init_report.as_dict() if hasattr(model, "init_report") else {}).items()
-               if k.endswith("_seconds")},
+            **{
+                f"embedding_{k}": v
+                for k, v in getattr(dataset, "embedding_info", {}).items()
+                if isinstance(v, (int, float))
+            },
+            **{
+                k: v
+                for k, v in (model.init_report.as_dict() if hasattr(model, "init_report") else {}).items()
+                if k.endswith("_seconds")
+            },
         },
     }
     if not config["single_spec"]:

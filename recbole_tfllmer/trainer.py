@@ -1,4 +1,5 @@
-"""RecBole's trainers with weights-only checkpoints (see checkpoint.py for why).
+"""RecBole's trainers with weights-only checkpoints (see checkpoint.py for why), epoch
+timings, and RecBole's stray autograd anomaly mode switched off.
 
 Only checkpoint I/O changes; training and evaluation are RecBole's own code. Checkpoints
 also carry the random number generator states (global ones and the training DataLoader's
@@ -13,11 +14,54 @@ import time
 import torch
 from recbole.utils import set_color
 
-from recbole_tfllmer.checkpoint import (FORMAT, atomic_torch_save, config_to_json, load_checkpoint,
-                                        load_model_state, plain_value, rng_state, set_rng_state)
+from recbole_tfllmer.checkpoint import (
+    FORMAT,
+    atomic_torch_save,
+    config_to_json,
+    load_checkpoint,
+    load_model_state,
+    plain_value,
+    rng_state,
+    set_rng_state,
+)
 
 REQUIRED_KEYS = ("state_dict",)
 RESUME_KEYS = ("state_dict", "optimizer", "epoch", "cur_step", "best_valid_score", "model")
+
+
+def switch_off_anomaly_detection(logger):
+    """RecBole 1.2.1's sine.py calls torch.autograd.set_detect_anomaly(True) when it is
+    imported, and importing any sequential model imports it: every backward pass of every
+    model then records stack traces (3x slower on one CPU thread, far worse with several).
+    It is a debugging aid that changes no result: switch it off before training."""
+    if torch.is_anomaly_enabled():
+        torch.autograd.set_detect_anomaly(False)
+        logger.debug("torch.autograd anomaly detection (switched on by RecBole's sine.py) switched off")
+
+
+class EpochTimingMixin:
+    """Wall seconds of each training / validation epoch of the last fit() (the leaderboard
+    records them; RecBole only logs them)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.epoch_train_seconds, self.epoch_valid_seconds = [], []
+
+    def fit(self, *args, **kwargs):
+        self.epoch_train_seconds, self.epoch_valid_seconds = [], []
+        return super().fit(*args, **kwargs)
+
+    def _train_epoch(self, *args, **kwargs):
+        started = time.perf_counter()
+        out = super()._train_epoch(*args, **kwargs)
+        self.epoch_train_seconds.append(time.perf_counter() - started)
+        return out
+
+    def _valid_epoch(self, *args, **kwargs):
+        started = time.perf_counter()
+        out = super()._valid_epoch(*args, **kwargs)
+        self.epoch_valid_seconds.append(time.perf_counter() - started)
+        return out
 
 
 class WeightsOnlyCheckpointMixin:
@@ -26,9 +70,6 @@ class WeightsOnlyCheckpointMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        # wall seconds of each training / validation epoch of the last fit() (the leaderboard
-        # records them; RecBole only logs them)
-        self.epoch_train_seconds, self.epoch_valid_seconds = [], []
         backbone = config["backbone"] if "backbone" in config else None
         if backbone:
             # "TFLLMER-GRU4Rec-Nov-22-2026_19-01-02.pth": the file says what was wrapped.
@@ -44,15 +85,8 @@ class WeightsOnlyCheckpointMixin:
     _resumed_loader_state = None
 
     def fit(self, train_data, *args, **kwargs):  # RecBole's trainers differ in fit's later parameters
-        if torch.is_anomaly_enabled():
-            # RecBole 1.2.1's sine.py calls torch.autograd.set_detect_anomaly(True) when it is
-            # imported, and importing any sequential model imports it: every backward pass of
-            # every model then records stack traces (3x slower on one CPU thread, far worse
-            # with several). It is a debugging aid that changes no result: switch it off.
-            torch.autograd.set_detect_anomaly(False)
-            self.logger.debug("torch.autograd anomaly detection (switched on by RecBole's sine.py) switched off")
+        switch_off_anomaly_detection(self.logger)
         self._train_loader = train_data
-        self.epoch_train_seconds, self.epoch_valid_seconds = [], []
         generator = getattr(train_data, "generator", None)
         if self._resumed_loader_state is not None and generator is not None:
             generator.set_state(self._resumed_loader_state)
@@ -65,15 +99,10 @@ class WeightsOnlyCheckpointMixin:
 
     def _train_epoch(self, *args, **kwargs):
         self._epoch_valid_result = None
-        started = time.perf_counter()
-        out = super()._train_epoch(*args, **kwargs)
-        self.epoch_train_seconds.append(time.perf_counter() - started)
-        return out
+        return super()._train_epoch(*args, **kwargs)
 
     def _valid_epoch(self, *args, **kwargs):
-        started = time.perf_counter()
         valid_score, valid_result = super()._valid_epoch(*args, **kwargs)
-        self.epoch_valid_seconds.append(time.perf_counter() - started)
         self._epoch_valid_result = valid_result
         return valid_score, valid_result
 
@@ -163,5 +192,6 @@ _TRAINER_CACHE = {}
 def weights_only_trainer(base):
     """`base` (a RecBole trainer class) with weights-only checkpoints, e.g. SafeTrainer."""
     if base not in _TRAINER_CACHE:
-        _TRAINER_CACHE[base] = type(f"WeightsOnly{base.__name__}", (WeightsOnlyCheckpointMixin, base), {})
+        mixins = (EpochTimingMixin, WeightsOnlyCheckpointMixin)
+        _TRAINER_CACHE[base] = type(f"WeightsOnly{base.__name__}", (*mixins, base), {})
     return _TRAINER_CACHE[base]

@@ -24,13 +24,13 @@ from recbole.model.loss import BPRLoss
 from torch.nn.utils import parametrize
 
 from recbole_tfllmer import cli, quick_start
-from recbole_tfllmer.errors import UnsupportedBackboneError
 from recbole_tfllmer.backbones import (
     SUPPORTED_BACKBONES,
     UNSUPPORTED_BACKBONES,
     backbone_spec,
     needs_sampled_negatives,
 )
+from recbole_tfllmer.errors import UnsupportedBackboneError
 from recbole_tfllmer.item_tables import raw_item_weight
 from tests.conftest import slice_config, write_ml100k_slice
 
@@ -102,7 +102,12 @@ def cli_args(cli_slice, backbone, workdir, **overrides):
     config_file, name = cli_slice
     options = {"checkpoint_dir": str(workdir / "saved"), **overrides}
     return [
-        "-m", "TFLLMER", "-d", name, f"--config_files={config_file}", f"--backbone={backbone}",
+        "-m",
+        "TFLLMER",
+        "-d",
+        name,
+        f"--config_files={config_file}",
+        f"--backbone={backbone}",
         *[f"--{key}={value!r}" for key, value in options.items()],
     ]
 
@@ -144,8 +149,11 @@ def recbole_sequential_models():
     for module_info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"{package.__name__}.{module_info.name}")
         for value in vars(module).values():
-            if (isinstance(value, type) and issubclass(value, SequentialRecommender)
-                    and value.__module__ == module.__name__):
+            if (
+                isinstance(value, type)
+                and issubclass(value, SequentialRecommender)
+                and value.__module__ == module.__name__
+            ):
                 found.add(value.__name__)
     return found
 
@@ -247,7 +255,7 @@ def assert_every_use_is_normalised(model, spec, train_data, test_data):
     assert before.keys() == after.keys() and len(before) == (4 if bpr and spec.name not in PAIRWISE_ONLY else 3)
     for key in before:
         assert torch.isfinite(before[key]).all(), key
-        torch.testing.assert_close(after[key], before[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(after[key], before[key], rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("backbone", list(SUPPORTED_BACKBONES))

@@ -96,7 +96,8 @@ class Workdir:
     def names(self):
         """Placeholders a case's `names` may use."""
         return {k: str(getattr(self, k)) for k in ("item_file", "inter_file", "dataset_dir", "cache_dir")} | {
-            "checkpoint": str(self.checkpoint)}
+            "checkpoint": str(self.checkpoint)
+        }
 
 
 _ML100K = {}
@@ -128,8 +129,14 @@ def write_tiny_slice(data_path, name=TINY, n_users=40, n_items=60):
 
 def tiny_config(work, **overrides):
     """slice_config for `work`, with the cache and checkpoints inside `work.root`."""
-    config = slice_config(work.data_path, work.name, work.root, embedding_cache_dir=str(work.cache_dir),
-                          checkpoint_dir=str(work.checkpoint_dir), seed=2020)
+    config = slice_config(
+        work.data_path,
+        work.name,
+        work.root,
+        embedding_cache_dir=str(work.cache_dir),
+        checkpoint_dir=str(work.checkpoint_dir),
+        seed=2020,
+    )
     config.update(overrides)
     return config
 
@@ -459,10 +466,24 @@ def foreign_caches(work):
     tokens, fields = meta["tokens"], meta["components"]["fields"]
     texts = [f"text of {t}" for t in tokens]
     other_encoder = dict(minilm.identity, model="intfloat/e5-small-v2", model_fingerprint="0123456789abcdef")
-    encode_with_cache(Other(other_encoder), tokens, texts, str(work.cache_dir), work.name,
-                      template=meta["components"]["template"], fields=fields)
-    encode_with_cache(Other(minilm.identity), tokens, texts, str(work.cache_dir), work.name,
-                      template="{movie_title} ({release_year})", fields=fields)
+    encode_with_cache(
+        Other(other_encoder),
+        tokens,
+        texts,
+        str(work.cache_dir),
+        work.name,
+        template=meta["components"]["template"],
+        fields=fields,
+    )
+    encode_with_cache(
+        Other(minilm.identity),
+        tokens,
+        texts,
+        str(work.cache_dir),
+        work.name,
+        template="{movie_title} ({release_year})",
+        fields=fields,
+    )
 
 
 def foreign_cache_under_our_name(work):
@@ -488,7 +509,7 @@ def truncated_cache(work):
     warm = warm_tiny_cache(work.root.parent)
     plant_cache(work, warm)
     npy = work.cache_dir / warm["npy"]
-    npy.write_bytes(npy.read_bytes()[: 200])
+    npy.write_bytes(npy.read_bytes()[:200])
 
 
 # Checkpoint cases: a real checkpoint of the tiny slice, damaged; loaded through the API.
@@ -548,124 +569,339 @@ class Case:
 
 CASES = [
     # --- the .item file
-    Case("item-file-missing", "`<dataset>.item` does not exist", errors.ItemFileNotFoundError,
-         "Item file '…/tiny.item' does not exist. Check `data_path` and `dataset`, or set "
-         "`precomputed_embeddings` to use your own item vectors", drop_item_file, ("{item_file}",), subprocess=True),
-    Case("text-fields-not-in-file", "`text_fields` names fields the `.item` file lacks", errors.ItemTextError,
-         "has no field(s) 'title', 'year' named in `text_fields`/`text_template`. Available fields: item_id, "
-         "movie_title, release_year, class", text_fields_not_in_file, ("{item_file}",)),
-    Case("template-field-not-in-file", "the `.item` file lacks a field `text_template` uses", errors.ConfigError,
-         "`text_template` names field(s) 'movie_title' that item file '…' does not have. Available fields: "
-         "item_id, release_year, class", template_field_not_in_file, ("{item_file}",)),
-    Case("text-empty-everywhere", "every text field empty for every item", errors.ItemTextError,
-         "every one of the dataset's 60 items has no text in … Check that the file and the fields are the ones "
-         "you mean", blank_text_fields, ("{item_file}", "(fields movie_title, release_year, class)")),
-    Case("text-empty-everywhere-policy-zero", "the same, with `missing_text_policy: zero`", errors.ItemTextError,
-         "so `missing_text_policy: zero` would give all items the same vector",
-         lambda work: blank_text_fields(work, "zero"), ("{item_file}",)),
-    Case("items-missing-from-item-file", "items in `.inter` but not in `.item`", errors.ItemTextError,
-         "3 item(s) of the dataset have no text in … Add them, or set `missing_text_policy` to zero or mean",
-         drop_three_items, ("{item_file}",)),
-    Case("garbled-field-count", "a `.item` line with one field too many", errors.ItemTextError,
-         "is garbled: the header has 4 fields but line 6 has 5 fields. Check `field_separator` ('\\t') and quote "
-         "fields that contain it", extra_column, ("{item_file}",)),
-    Case("garbled-quote", "a `.item` field opening a `\"` it never closes", errors.ItemTextError,
-         "is garbled: line 6 opens a double quote (\") that is not closed on that line … Close or remove the quote",
-         unclosed_quote, ("{item_file}",)),
-    Case("garbled-encoding", "a `.item` line that is not UTF-8", errors.ItemTextError,
-         "cannot be decoded as 'utf-8' (line 7: invalid continuation byte). Set the `encoding` option to the "
-         "file's encoding", latin1_bytes, ("{item_file}",)),
-    Case("garbled-encoding-recbole-reads-item", "the same, with `load_col: {item: [...]}` (RecBole reads it first)",
-         errors.ItemTextError, "cannot be decoded as 'utf-8' (line 7 … Set the `encoding` option",
-         latin1_bytes_loaded_by_recbole, ("{item_file}",)),
+    Case(
+        "item-file-missing",
+        "`<dataset>.item` does not exist",
+        errors.ItemFileNotFoundError,
+        "Item file '…/tiny.item' does not exist. Check `data_path` and `dataset`, or set "
+        "`precomputed_embeddings` to use your own item vectors",
+        drop_item_file,
+        ("{item_file}",),
+        subprocess=True,
+    ),
+    Case(
+        "text-fields-not-in-file",
+        "`text_fields` names fields the `.item` file lacks",
+        errors.ItemTextError,
+        "has no field(s) 'title', 'year' named in `text_fields`/`text_template`. Available fields: item_id, "
+        "movie_title, release_year, class",
+        text_fields_not_in_file,
+        ("{item_file}",),
+    ),
+    Case(
+        "template-field-not-in-file",
+        "the `.item` file lacks a field `text_template` uses",
+        errors.ConfigError,
+        "`text_template` names field(s) 'movie_title' that item file '…' does not have. Available fields: "
+        "item_id, release_year, class",
+        template_field_not_in_file,
+        ("{item_file}",),
+    ),
+    Case(
+        "text-empty-everywhere",
+        "every text field empty for every item",
+        errors.ItemTextError,
+        "every one of the dataset's 60 items has no text in … Check that the file and the fields are the ones "
+        "you mean",
+        blank_text_fields,
+        ("{item_file}", "(fields movie_title, release_year, class)"),
+    ),
+    Case(
+        "text-empty-everywhere-policy-zero",
+        "the same, with `missing_text_policy: zero`",
+        errors.ItemTextError,
+        "so `missing_text_policy: zero` would give all items the same vector",
+        lambda work: blank_text_fields(work, "zero"),
+        ("{item_file}",),
+    ),
+    Case(
+        "items-missing-from-item-file",
+        "items in `.inter` but not in `.item`",
+        errors.ItemTextError,
+        "3 item(s) of the dataset have no text in … Add them, or set `missing_text_policy` to zero or mean",
+        drop_three_items,
+        ("{item_file}",),
+    ),
+    Case(
+        "garbled-field-count",
+        "a `.item` line with one field too many",
+        errors.ItemTextError,
+        "is garbled: the header has 4 fields but line 6 has 5 fields. Check `field_separator` ('\\t') and quote "
+        "fields that contain it",
+        extra_column,
+        ("{item_file}",),
+    ),
+    Case(
+        "garbled-quote",
+        'a `.item` field opening a `"` it never closes',
+        errors.ItemTextError,
+        'is garbled: line 6 opens a double quote (") that is not closed on that line … Close or remove the quote',
+        unclosed_quote,
+        ("{item_file}",),
+    ),
+    Case(
+        "garbled-encoding",
+        "a `.item` line that is not UTF-8",
+        errors.ItemTextError,
+        "cannot be decoded as 'utf-8' (line 7: invalid continuation byte). Set the `encoding` option to the "
+        "file's encoding",
+        latin1_bytes,
+        ("{item_file}",),
+    ),
+    Case(
+        "garbled-encoding-recbole-reads-item",
+        "the same, with `load_col: {item: [...]}` (RecBole reads it first)",
+        errors.ItemTextError,
+        "cannot be decoded as 'utf-8' (line 7 … Set the `encoding` option",
+        latin1_bytes_loaded_by_recbole,
+        ("{item_file}",),
+    ),
     # --- the dataset itself
-    Case("inter-file-missing", "`<dataset>.inter` does not exist", errors.DatasetFileNotFoundError,
-         "Interaction file '…/tiny.inter' does not exist. Check `data_path` and `dataset`", drop_inter_file,
-         ("{inter_file}",)),
-    Case("inter-encoding", "a `.inter` line that is not UTF-8", errors.DatasetFileError,
-         "Interaction file '…' cannot be decoded as 'utf-8' (line 7 … Set the `encoding` option", latin1_inter,
-         ("{inter_file}",)),
-    Case("data-path-wrong", "`data_path` without the dataset's directory", errors.DatasetFileNotFoundError,
-         "dataset directory '…' does not exist and 'tiny' is not a dataset RecBole can download. Set `data_path` "
-         "to the directory that holds tiny/tiny.inter", wrong_data_path, ("no-such-dir",)),
+    Case(
+        "inter-file-missing",
+        "`<dataset>.inter` does not exist",
+        errors.DatasetFileNotFoundError,
+        "Interaction file '…/tiny.inter' does not exist. Check `data_path` and `dataset`",
+        drop_inter_file,
+        ("{inter_file}",),
+    ),
+    Case(
+        "inter-encoding",
+        "a `.inter` line that is not UTF-8",
+        errors.DatasetFileError,
+        "Interaction file '…' cannot be decoded as 'utf-8' (line 7 … Set the `encoding` option",
+        latin1_inter,
+        ("{inter_file}",),
+    ),
+    Case(
+        "data-path-wrong",
+        "`data_path` without the dataset's directory",
+        errors.DatasetFileNotFoundError,
+        "dataset directory '…' does not exist and 'tiny' is not a dataset RecBole can download. Set `data_path` "
+        "to the directory that holds tiny/tiny.inter",
+        wrong_data_path,
+        ("no-such-dir",),
+    ),
     # --- bring-your-own embeddings
-    Case("precomputed-missing", "`precomputed_embeddings` names no file", errors.EmbeddingFileNotFoundError,
-         "`precomputed_embeddings` file '…' does not exist. Point it to a .npy (+ .tokens.txt) or an atomic",
-         precomputed_file_missing, ("vectors.npy",)),
-    Case("precomputed-ragged", "vectors of different lengths in an embedding file", errors.EmbeddingFileError,
-         "line 9 (token '25') has 3 values, but line 2 has 4; every vector must have the same dimension",
-         ragged_vectors, ("vectors.emb",)),
-    Case("precomputed-rows-vs-tokens", "a `.npy` with fewer rows than its `.tokens.txt`",
-         errors.EmbeddingFileError, "has 59 rows but its token list '…' has 60 tokens; they must match one to one",
-         rows_tokens_mismatch, ("vectors.npy", "vectors.tokens.txt")),
-    Case("precomputed-nan", "NaN / inf in an embedding file", errors.EmbeddingFileError,
-         "has NaN/inf values for 2 item(s) … Fix or drop these vectors", nan_vector, ("vectors.npy",)),
-    Case("precomputed-duplicates", "the same item token twice in an embedding file", errors.EmbeddingFileError,
-         "lists 1 item token(s) more than once … Keep one vector per item", duplicate_token, ("vectors.npy",)),
-    Case("precomputed-unknown-tokens", "embedding tokens the dataset does not have", errors.EmbeddingFileError,
-         "has 2 item token(s) the dataset does not know, e.g. 'tt0114709', '99999'. Are these the dataset's raw "
-         "item tokens (not RecBole's internal ids)", unknown_tokens, ("vectors.npy",)),
-    Case("precomputed-missing-items", "dataset items without a vector in the embedding file",
-         errors.ItemVectorsMissingError, "3 item(s) of the dataset have no vector in … set `missing_text_policy` "
-         "to zero or mean", missing_vectors, ("vectors.npy",)),
+    Case(
+        "precomputed-missing",
+        "`precomputed_embeddings` names no file",
+        errors.EmbeddingFileNotFoundError,
+        "`precomputed_embeddings` file '…' does not exist. Point it to a .npy (+ .tokens.txt) or an atomic",
+        precomputed_file_missing,
+        ("vectors.npy",),
+    ),
+    Case(
+        "precomputed-ragged",
+        "vectors of different lengths in an embedding file",
+        errors.EmbeddingFileError,
+        "line 9 (token '25') has 3 values, but line 2 has 4; every vector must have the same dimension",
+        ragged_vectors,
+        ("vectors.emb",),
+    ),
+    Case(
+        "precomputed-rows-vs-tokens",
+        "a `.npy` with fewer rows than its `.tokens.txt`",
+        errors.EmbeddingFileError,
+        "has 59 rows but its token list '…' has 60 tokens; they must match one to one",
+        rows_tokens_mismatch,
+        ("vectors.npy", "vectors.tokens.txt"),
+    ),
+    Case(
+        "precomputed-nan",
+        "NaN / inf in an embedding file",
+        errors.EmbeddingFileError,
+        "has NaN/inf values for 2 item(s) … Fix or drop these vectors",
+        nan_vector,
+        ("vectors.npy",),
+    ),
+    Case(
+        "precomputed-duplicates",
+        "the same item token twice in an embedding file",
+        errors.EmbeddingFileError,
+        "lists 1 item token(s) more than once … Keep one vector per item",
+        duplicate_token,
+        ("vectors.npy",),
+    ),
+    Case(
+        "precomputed-unknown-tokens",
+        "embedding tokens the dataset does not have",
+        errors.EmbeddingFileError,
+        "has 2 item token(s) the dataset does not know, e.g. 'tt0114709', '99999'. Are these the dataset's raw "
+        "item tokens (not RecBole's internal ids)",
+        unknown_tokens,
+        ("vectors.npy",),
+    ),
+    Case(
+        "precomputed-missing-items",
+        "dataset items without a vector in the embedding file",
+        errors.ItemVectorsMissingError,
+        "3 item(s) of the dataset have no vector in … set `missing_text_policy` " "to zero or mean",
+        missing_vectors,
+        ("vectors.npy",),
+    ),
     # --- encoder and method options
-    Case("encoder-not-found", "a `text_encoder` that is no local path (downloads off)",
-         errors.EncoderNotFoundError, "is not a local path (… does not exist) and downloads are off "
-         "(`text_allow_download: false`). Set `text_encoder` to a local model directory", encoder_not_found,
-         ("'sentence-transformers/all-mpnet-base-v2-typo'",), subprocess=True),
-    Case("backbone-unsupported", "`backbone: FPMC` (no single item table)", errors.UnsupportedBackboneError,
-         "backbone 'FPMC' is not supported by TFLLMER: … Set `backbone` to one of: SASRec", backbone("FPMC")),
-    Case("backbone-unknown", "`backbone: SASRek` (a typo)", errors.UnsupportedBackboneError,
-         "backbone 'SASRek' is not a RecBole sequential model that TFLLMER can wrap. Set `backbone` to one of",
-         backbone("SASRek")),
-    Case("dim-above-encoder", "`hidden_size: 512` with the 384-d MiniLM", errors.ConfigError,
-         "(512) exceeds the LLM embedding dimension (384) … Use a text encoder with at least 512 dimensions",
-         hidden_size_above_minilm, ("hidden_size",)),
-    Case("lambda-negative", "`--rec_pca_lambda=-1`", errors.ConfigError,
-         "option `rec_pca_lambda` must be >= 0 (the weight of the graph term: 0 = plain PCA, 0.5 is the default)",
-         command_line("--rec_pca_lambda=-1"), subprocess=True),
-    Case("lambda-not-a-number", "`--rec_pca_lambda=abc`", errors.ConfigError,
-         "option `rec_pca_lambda` must be a finite number (the weight of the graph term", command_line(
-             "--rec_pca_lambda=abc"), ("'abc'",)),
-    Case("rec-pca-solver-unknown", "`--rec_pca_solver=fast`", errors.ConfigError,
-         "option rec_pca_solver must be one of auto, exact, iterative, got 'fast'",
-         command_line("--rec_pca_solver=fast")),
-    Case("rec-pca-tol-out-of-range", "`--rec_pca_tol=0`", errors.ConfigError,
-         "option rec_pca_tol must be a number in (0, 1), got 0", command_line("--rec_pca_tol=0")),
-    Case("rec-pca-iterative-lambda", "`rec_pca_solver: iterative` with `rec_pca_lambda: 0.9`", errors.ConfigError,
-         "conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= 0.5 … Set "
-         "`rec_pca_solver: exact`", options(rec_pca_solver="iterative", rec_pca_lambda=0.9)),
-    Case("graph-window-negative", "`graph_window: -1`", errors.ConfigError,
-         "option `graph_window`: graph_window must be a non-negative integer (1 = adjacent pairs, k = k-window, "
-         "0 or ~ = whole history)", options(graph_window=-1)),
-    Case("graph-without-edges", "training rows with no two different items (every history repeats its item)",
-         errors.GraphError, "has no edges … Use `item_init: pca`, or `rec_pca_lambda: 0`", repeat_first_item),
-    Case("norm-options-conflict", "`item_norm: none` with `item_norm_learnable: true`", errors.ConfigError,
-         "conflicting options: `item_norm_learnable: true` … Set `item_norm: always`, or "
-         "`item_norm_learnable: false`", options(item_norm="none", item_norm_learnable=True)),
+    Case(
+        "encoder-not-found",
+        "a `text_encoder` that is no local path (downloads off)",
+        errors.EncoderNotFoundError,
+        "is not a local path (… does not exist) and downloads are off "
+        "(`text_allow_download: false`). Set `text_encoder` to a local model directory",
+        encoder_not_found,
+        ("'sentence-transformers/all-mpnet-base-v2-typo'",),
+        subprocess=True,
+    ),
+    Case(
+        "backbone-unsupported",
+        "`backbone: FPMC` (no single item table)",
+        errors.UnsupportedBackboneError,
+        "backbone 'FPMC' is not supported by TFLLMER: … Set `backbone` to one of: SASRec",
+        backbone("FPMC"),
+    ),
+    Case(
+        "backbone-unknown",
+        "`backbone: SASRek` (a typo)",
+        errors.UnsupportedBackboneError,
+        "backbone 'SASRek' is not a RecBole sequential model that TFLLMER can wrap. Set `backbone` to one of",
+        backbone("SASRek"),
+    ),
+    Case(
+        "dim-above-encoder",
+        "`hidden_size: 512` with the 384-d MiniLM",
+        errors.ConfigError,
+        "(512) exceeds the LLM embedding dimension (384) … Use a text encoder with at least 512 dimensions",
+        hidden_size_above_minilm,
+        ("hidden_size",),
+    ),
+    Case(
+        "lambda-negative",
+        "`--rec_pca_lambda=-1`",
+        errors.ConfigError,
+        "option `rec_pca_lambda` must be >= 0 (the weight of the graph term: 0 = plain PCA, 0.5 is the default)",
+        command_line("--rec_pca_lambda=-1"),
+        subprocess=True,
+    ),
+    Case(
+        "lambda-not-a-number",
+        "`--rec_pca_lambda=abc`",
+        errors.ConfigError,
+        "option `rec_pca_lambda` must be a finite number (the weight of the graph term",
+        command_line("--rec_pca_lambda=abc"),
+        ("'abc'",),
+    ),
+    Case(
+        "rec-pca-solver-unknown",
+        "`--rec_pca_solver=fast`",
+        errors.ConfigError,
+        "option rec_pca_solver must be one of auto, exact, iterative, got 'fast'",
+        command_line("--rec_pca_solver=fast"),
+    ),
+    Case(
+        "rec-pca-tol-out-of-range",
+        "`--rec_pca_tol=0`",
+        errors.ConfigError,
+        "option rec_pca_tol must be a number in (0, 1), got 0",
+        command_line("--rec_pca_tol=0"),
+    ),
+    Case(
+        "rec-pca-iterative-lambda",
+        "`rec_pca_solver: iterative` with `rec_pca_lambda: 0.9`",
+        errors.ConfigError,
+        "conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= 0.5 … Set "
+        "`rec_pca_solver: exact`",
+        options(rec_pca_solver="iterative", rec_pca_lambda=0.9),
+    ),
+    Case(
+        "graph-window-negative",
+        "`graph_window: -1`",
+        errors.ConfigError,
+        "option `graph_window`: graph_window must be a non-negative integer (1 = adjacent pairs, k = k-window, "
+        "0 or ~ = whole history)",
+        options(graph_window=-1),
+    ),
+    Case(
+        "graph-without-edges",
+        "training rows with no two different items (every history repeats its item)",
+        errors.GraphError,
+        "has no edges … Use `item_init: pca`, or `rec_pca_lambda: 0`",
+        repeat_first_item,
+    ),
+    Case(
+        "norm-options-conflict",
+        "`item_norm: none` with `item_norm_learnable: true`",
+        errors.ConfigError,
+        "conflicting options: `item_norm_learnable: true` … Set `item_norm: always`, or "
+        "`item_norm_learnable: false`",
+        options(item_norm="none", item_norm_learnable=True),
+    ),
     # --- the embedding cache (no error: the bad file is never read; vectors are re-encoded and committed)
-    Case("cache-other-encoder-or-template", "a cache of the same items from another encoder or template", None,
-         "encoded 60 items", foreign_caches),
-    Case("cache-foreign-renamed", "another encoder's cache renamed to this run's cache file name", None,
-         "is unusable: its key does not match; recomputing it", foreign_cache_under_our_name),
-    Case("cache-corrupted", "a cache `.npy` with a flipped byte", None,
-         "is unusable: the .npy checksum does not match its metadata", corrupted_cache),
-    Case("cache-truncated", "a truncated cache `.npy`", None,
-         "is unusable: the .npy checksum does not match its metadata", truncated_cache),
+    Case(
+        "cache-other-encoder-or-template",
+        "a cache of the same items from another encoder or template",
+        None,
+        "encoded 60 items",
+        foreign_caches,
+    ),
+    Case(
+        "cache-foreign-renamed",
+        "another encoder's cache renamed to this run's cache file name",
+        None,
+        "is unusable: its key does not match; recomputing it",
+        foreign_cache_under_our_name,
+    ),
+    Case(
+        "cache-corrupted",
+        "a cache `.npy` with a flipped byte",
+        None,
+        "is unusable: the .npy checksum does not match its metadata",
+        corrupted_cache,
+    ),
+    Case(
+        "cache-truncated",
+        "a truncated cache `.npy`",
+        None,
+        "is unusable: the .npy checksum does not match its metadata",
+        truncated_cache,
+    ),
     # --- checkpoints (load_data_and_model(file), Trainer.evaluate(model_file=file), resume_checkpoint(file))
-    Case("checkpoint-truncated", "a truncated checkpoint", errors.CheckpointError,
-         "checkpoint '…' is truncated or corrupted and cannot be loaded … re-train or use another checkpoint",
-         truncated_checkpoint, ("{checkpoint}",), via="api"),
-    Case("checkpoint-pickle-payload", "a checkpoint carrying a pickled object (code)", errors.CheckpointError,
-         "refused to load checkpoint '…': it holds objects that are not plain tensors or Python values, so "
-         "loading it could execute code", tampered_checkpoint, ("{checkpoint}",), via="api"),
-    Case("checkpoint-bare-state-dict", "a `.pth` that is not a recbole-tfllmer checkpoint (a bare state_dict)",
-         errors.CheckpointError, "is not a recbole-tfllmer checkpoint (it has no 'state_dict'… load a .pth file "
-         "written by recbole-tfllmer's trainer",
-         bare_state_dict, ("{checkpoint}",), via="api"),
-    Case("checkpoint-other-model", "a checkpoint of another model / backbone / size", errors.CheckpointError,
-         "does not fit this model … Use the config it was trained with", other_models_checkpoint,
-         ("{checkpoint}", "backbone 'GRU4Rec'"), via="api"),
+    Case(
+        "checkpoint-truncated",
+        "a truncated checkpoint",
+        errors.CheckpointError,
+        "checkpoint '…' is truncated or corrupted and cannot be loaded … re-train or use another checkpoint",
+        truncated_checkpoint,
+        ("{checkpoint}",),
+        via="api",
+    ),
+    Case(
+        "checkpoint-pickle-payload",
+        "a checkpoint carrying a pickled object (code)",
+        errors.CheckpointError,
+        "refused to load checkpoint '…': it holds objects that are not plain tensors or Python values, so "
+        "loading it could execute code",
+        tampered_checkpoint,
+        ("{checkpoint}",),
+        via="api",
+    ),
+    Case(
+        "checkpoint-bare-state-dict",
+        "a `.pth` that is not a recbole-tfllmer checkpoint (a bare state_dict)",
+        errors.CheckpointError,
+        "is not a recbole-tfllmer checkpoint (it has no 'state_dict'… load a .pth file "
+        "written by recbole-tfllmer's trainer",
+        bare_state_dict,
+        ("{checkpoint}",),
+        via="api",
+    ),
+    Case(
+        "checkpoint-other-model",
+        "a checkpoint of another model / backbone / size",
+        errors.CheckpointError,
+        "does not fit this model … Use the config it was trained with",
+        other_models_checkpoint,
+        ("{checkpoint}", "backbone 'GRU4Rec'"),
+        via="api",
+    ),
 ]
 
 ELLIPSIS = "…"
@@ -774,10 +1010,7 @@ def trained_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("case", _params([c for c in CASES if c.via == "api"]))
 def test_bad_checkpoint(case, trained_checkpoint, tmp_path, monkeypatch):
-    from recbole.data import data_preparation
-
-    from recbole_tfllmer.data import create_dataset
-    from recbole_tfllmer.quick_start import build_config, build_model, build_trainer, load_data_and_model
+    from recbole_tfllmer.quick_start import build_config, load_data_and_model, prepare
 
     source, model_file = trained_checkpoint
     work = Workdir(tmp_path, checkpoint=tmp_path / "saved" / model_file.name)
@@ -792,11 +1025,9 @@ def test_bad_checkpoint(case, trained_checkpoint, tmp_path, monkeypatch):
             load_data_and_model(work.checkpoint)
         messages.append(str(raised.value))
     # 2. a trainer evaluating that file (RecBole's Trainer.evaluate(load_best_model=True, model_file=...))
-    config = build_config("TFLLMER", source.name, config_dict=source.config)
-    train_data, _, test_data = data_preparation(config, create_dataset(config))
-    trainer = build_trainer(config, build_model(config, train_data))
+    run = prepare(build_config("TFLLMER", source.name, config_dict=source.config))
     with pytest.raises(case.error) as raised:
-        trainer.evaluate(test_data, load_best_model=True, model_file=str(work.checkpoint))
+        run.trainer.evaluate(run.test_data, load_best_model=True, model_file=str(work.checkpoint))
     messages.append(str(raised.value))
 
     for message in messages:
@@ -817,9 +1048,21 @@ def test_bad_input_in_a_real_process(case, tmp_path):
     env["PYTHONPATH"] = str(REPO_ROOT)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "run_recbole_tfllmer.py"), "-m", "TFLLMER", "-d", work.name,
-         f"--config_files={config_file}", *work.argv],
-        cwd=work.root, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_recbole_tfllmer.py"),
+            "-m",
+            "TFLLMER",
+            "-d",
+            work.name,
+            f"--config_files={config_file}",
+            *work.argv,
+        ],
+        cwd=work.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     seconds = time.perf_counter() - started
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -833,11 +1076,14 @@ def test_bad_input_in_a_real_process(case, tmp_path):
 def test_readme_has_the_catalogue():
     text = README.read_text(encoding="utf-8")
     if MARK_START not in text or MARK_END not in text:
-        pytest.skip(f"README.md has no {MARK_START} ... {MARK_END} markers yet: paste the output of "
-                    "`python -m tests.test_bad_inputs` between them")
+        pytest.skip(
+            f"README.md has no {MARK_START} ... {MARK_END} markers yet: paste the output of "
+            "`python -m tests.test_bad_inputs` between them"
+        )
     inside = text.split(MARK_START, 1)[1].split(MARK_END, 1)[0]
-    assert inside.strip() == render_table().strip(), (
-        "README.md's bad-input table is out of date: replace it with `python -m tests.test_bad_inputs`")
+    assert (
+        inside.strip() == render_table().strip()
+    ), "README.md's bad-input table is out of date: replace it with `python -m tests.test_bad_inputs`"
 
 
 if __name__ == "__main__":

@@ -20,15 +20,30 @@ EPOCHS = 40
 def board(tmp_path, data_path, dataset):
     spec = {
         "name": "resume",
-        "datasets": {dataset: {"properties": str(REPO / "properties" / "ml-100k.yaml"),
-                               "overrides": {"data_path": str(data_path), "dataset": dataset}}},
+        "datasets": {
+            dataset: {
+                "properties": str(REPO / "properties" / "ml-100k.yaml"),
+                "overrides": {"data_path": str(data_path), "dataset": dataset},
+            }
+        },
         "backbones": ["GRU4Rec"],
         "methods": ["RandInit"],
         "seeds": [3],
-        "overrides": {"epochs": EPOCHS, "stopping_step": EPOCHS, "eval_step": 1, "MAX_ITEM_LIST_LENGTH": 10,
-                      "train_batch_size": 64, "eval_batch_size": 256, "embedding_size": 16, "hidden_size": 16,
-                      "metric_decimal_place": 10, "show_progress": False, "use_gpu": False,
-                      "save_dataset": False, "save_dataloaders": False},
+        "overrides": {
+            "epochs": EPOCHS,
+            "stopping_step": EPOCHS,
+            "eval_step": 1,
+            "MAX_ITEM_LIST_LENGTH": 10,
+            "train_batch_size": 64,
+            "eval_batch_size": 256,
+            "embedding_size": 16,
+            "hidden_size": 16,
+            "metric_decimal_place": 10,
+            "show_progress": False,
+            "use_gpu": False,
+            "save_dataset": False,
+            "save_dataloaders": False,
+        },
         "conditioning": {"sample_size": 16, "seed": 0},
         "longtail": {"buckets": 2, "k": 10},
     }
@@ -38,8 +53,26 @@ def board(tmp_path, data_path, dataset):
 
 
 def command(spec_path, results, workdir):
-    return [sys.executable, "-m", "recbole_tfllmer.leaderboard", "--config", str(spec_path), "--results-root",
-            str(results), "--workdir", str(workdir), "--threads", "1", "--no-plots"]
+    return [
+        sys.executable,
+        "-m",
+        "recbole_tfllmer.leaderboard",
+        "--config",
+        str(spec_path),
+        "--results-root",
+        str(results),
+        "--workdir",
+        str(workdir),
+        "--threads",
+        "1",
+        "--no-plots",
+    ]
+
+
+def run_to_end(argv, cwd, env):
+    subprocess.run(
+        argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300
+    )
 
 
 def saved_epoch(path):
@@ -60,8 +93,14 @@ def test_killed_board_resumes_mid_cell_with_the_uninterrupted_result(tmp_path):
     # the interrupted board: SIGKILL to the whole process group once a few evaluations are saved
     workdir = tmp_path / "work-killed"
     progress = CellProgress(workdir, cell_id, None).path
-    proc = subprocess.Popen(command(spec_path, tmp_path / "results-killed", workdir), cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        command(spec_path, tmp_path / "results-killed", workdir),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     killed_after = -1
     while time.monotonic() < deadline and proc.poll() is None:
@@ -75,14 +114,12 @@ def test_killed_board_resumes_mid_cell_with_the_uninterrupted_result(tmp_path):
     assert not CellStore(tmp_path / "results-killed" / "resume").is_done(cell_id)
 
     # restart: the same command continues the cell from its last evaluation
-    subprocess.run(command(spec_path, tmp_path / "results-killed", workdir), cwd=tmp_path, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    run_to_end(command(spec_path, tmp_path / "results-killed", workdir), tmp_path, env)
     resumed = CellStore(tmp_path / "results-killed" / "resume").read(cell_id)
     assert not progress.exists(), "the progress file is removed once the cell is stored"
 
     # the uninterrupted board
-    subprocess.run(command(spec_path, tmp_path / "results-whole", tmp_path / "work-whole"), cwd=tmp_path, env=env,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    run_to_end(command(spec_path, tmp_path / "results-whole", tmp_path / "work-whole"), tmp_path, env)
     whole = CellStore(tmp_path / "results-whole" / "resume").read(cell_id)
 
     assert whole["resumes"] == []

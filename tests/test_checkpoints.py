@@ -18,12 +18,10 @@ import shutil
 
 import pytest
 import torch
-from recbole.data import data_preparation
 
 from recbole_tfllmer.checkpoint import load_checkpoint
-from recbole_tfllmer.data import create_dataset
 from recbole_tfllmer.errors import CheckpointError
-from recbole_tfllmer.quick_start import build_config, build_model, build_trainer
+from recbole_tfllmer.quick_start import build_config, prepare
 from tests.test_bad_inputs import MarkerPayload, new_workdir, one_torch_thread, precomputed  # noqa: F401
 
 EPOCHS = 4  # the uninterrupted run; the interrupted one stops after EPOCHS // 2
@@ -35,26 +33,35 @@ class Crash(Exception):
 
 def fresh_run(work):
     """What a new process does: config, dataset, splits, model (seeded), trainer."""
-    config = build_config("TFLLMER", work.name, config_dict=work.config)
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    trainer = build_trainer(config, build_model(config, train_data))
-    return trainer, train_data, valid_data, test_data
+    run = prepare(build_config("TFLLMER", work.name, config_dict=work.config))
+    return run.trainer, run.train_data, run.valid_data, run.test_data
 
 
 def finish(trainer, train_data, valid_data, test_data):
     best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     test_result = trainer.evaluate(test_data, load_best_model=True)
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    return {"best": (best_score, dict(best_result)), "test": dict(test_result), "state": state,
-            "losses": dict(trainer.train_loss_dict)}
+    return {
+        "best": (best_score, dict(best_result)),
+        "test": dict(test_result),
+        "state": state,
+        "losses": dict(trainer.train_loss_dict),
+    }
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     # Dropout on, several batches per epoch (so the shuffle matters), validation every
     # EPOCHS // 2 epochs (so the checkpoint after epoch N is the one RecBole writes).
-    work = new_workdir(tmp_path_factory.mktemp("resume"), epochs=EPOCHS, eval_step=EPOCHS // 2,
-                       train_batch_size=64, learning_rate=0.005, hidden_dropout_prob=0.3, attn_dropout_prob=0.3)
+    work = new_workdir(
+        tmp_path_factory.mktemp("resume"),
+        epochs=EPOCHS,
+        eval_step=EPOCHS // 2,
+        train_batch_size=64,
+        learning_rate=0.005,
+        hidden_dropout_prob=0.3,
+        attn_dropout_prob=0.3,
+    )
     precomputed(work)
     with contextlib.chdir(work.root):
         yield work

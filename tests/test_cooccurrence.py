@@ -241,7 +241,9 @@ def test_normalized_adjacency_matches_dense_formula(graph_with_isolated_items):
 
 def test_normalized_adjacency_accepts_dense_and_rejects_bad_graphs(graph_with_isolated_items):
     dense = graph_with_isolated_items
-    np.testing.assert_allclose(normalized_adjacency(dense).toarray(), normalized_adjacency(sp.csr_matrix(dense)).toarray())
+    np.testing.assert_allclose(
+        normalized_adjacency(dense).toarray(), normalized_adjacency(sp.csr_matrix(dense)).toarray()
+    )
     asymmetric = dense.copy()
     asymmetric[1, 2] += 1
     with pytest.raises(ValueError, match="symmetric"):
@@ -261,9 +263,7 @@ def test_graph_total_variation_definition(graph_with_isolated_items):
     connected = degree > 0
     scaled = np.zeros_like(Z)
     scaled[connected] = Z[connected] / np.sqrt(degree[connected])[:, None]
-    pairwise = 0.5 * sum(
-        dense[i, j] * np.sum((scaled[i] - scaled[j]) ** 2) for i in range(12) for j in range(12)
-    )
+    pairwise = 0.5 * sum(dense[i, j] * np.sum((scaled[i] - scaled[j]) ** 2) for i in range(12) for j in range(12))
     laplacian = np.diag(connected.astype(float)) - normalized.toarray()
     tv = graph_total_variation(Z, normalized)
     assert tv == pytest.approx(pairwise, rel=1e-12)

@@ -52,8 +52,14 @@ def cli_args(work):
 
 def start(work, log_name, driver_args=None):
     """Popen of the CLI (driver_args None) or of this module's driver."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     if driver_args is None:
         command = [sys.executable, str(REPO_ROOT / "run_recbole_tfllmer.py"), *cli_args(work)]
     else:
@@ -121,9 +127,13 @@ def story(tmp_path_factory):
     from recbole_tfllmer.text.store import file_sha256
 
     chunks = committed_chunks(partial)
-    facts["after_1"] = {"npys": npys, "partial": partial, "chunks": chunks,
-                        "metas": [json.loads(c.read_text()) for c in chunks],
-                        "sha256": [file_sha256(c.with_suffix(".npy")) for c in chunks]}
+    facts["after_1"] = {
+        "npys": npys,
+        "partial": partial,
+        "chunks": chunks,
+        "metas": [json.loads(c.read_text()) for c in chunks],
+        "sha256": [file_sha256(c.with_suffix(".npy")) for c in chunks],
+    }
     facts["after_1_clean"] = _half_written_problems(work, partial_allowed=True)
     # A torn chunk (.npy, no .json: killed between the two) and a stray temp file.
     next_index = len(facts["after_1"]["chunks"])
@@ -192,7 +202,7 @@ def test_kill_during_rec_pca_leaves_nothing_and_the_rerun_matches(story, referen
 def _driver(argv):
     """The CLI, with a pause inside Rec-PCA's eigensolver and/or a dump of its result."""
     split = argv.index("--")
-    options, cli = argv[:split], argv[split + 1:]
+    options, cli = argv[:split], argv[split + 1 :]
     pause = options[options.index("--pause-in-rec-pca") + 1] if "--pause-in-rec-pca" in options else None
     dump = options[options.index("--dump-init") + 1] if "--dump-init" in options else None
 
@@ -203,8 +213,9 @@ def _driver(argv):
     if pause:
         # Inside the projection, after its Gram matrices (or, should the private eigensolver
         # be renamed, at the projection's entry).
-        module, name = (rec_pca, "_top_eigenvectors") if hasattr(rec_pca, "_top_eigenvectors") else (
-            wrapper, "rec_pca_projection")
+        module, name = (
+            (rec_pca, "_top_eigenvectors") if hasattr(rec_pca, "_top_eigenvectors") else (wrapper, "rec_pca_projection")
+        )
         real_step = getattr(module, name)
 
         def paused(*args, **kwargs):
@@ -218,8 +229,13 @@ def _driver(argv):
 
         def dumped(*args, **kwargs):
             result = real_projection(*args, **kwargs)
-            np.savez(dump, embeddings=result.embeddings, components=result.components, mean=result.mean,
-                     eigenvalues=result.eigenvalues)
+            np.savez(
+                dump,
+                embeddings=result.embeddings,
+                components=result.components,
+                mean=result.mean,
+                eigenvalues=result.eigenvalues,
+            )
             return result
 
         wrapper.rec_pca_projection = dumped

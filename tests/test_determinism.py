@@ -53,8 +53,9 @@ def runs(tmp_path_factory):
 
     monkeypatch.setattr(hook, "build_text_encoder", lambda config: shared_minilm() or build_text_encoder(config))
     try:
-        yield [full_run(tmp_path_factory.mktemp(f"run{k}"), seed, monkeypatch)
-               for k, seed in enumerate((2020, 2020, 7))]
+        yield [
+            full_run(tmp_path_factory.mktemp(f"run{k}"), seed, monkeypatch) for k, seed in enumerate((2020, 2020, 7))
+        ]
     finally:
         monkeypatch.undo()
 

@@ -11,14 +11,21 @@ import pytest
 import torch
 
 from recbole_tfllmer.errors import ConfigError, EncoderNotFoundError, TFLLMERError
-from recbole_tfllmer.text.encoders import (BUNDLED_MODEL_NAME, SentenceTransformerEncoder, TransformersEncoder,
-                                           build_text_encoder, bundled_model_dir, ensure_pad_token,
-                                           pool_hidden_states, resolve_model_path)
+from recbole_tfllmer.text.encoders import (
+    BUNDLED_MODEL_NAME,
+    SentenceTransformerEncoder,
+    TransformersEncoder,
+    build_text_encoder,
+    bundled_model_dir,
+    ensure_pad_token,
+    pool_hidden_states,
+    resolve_model_path,
+)
 
 TEXTS = [
     "movie_title: Toy Story. release_year: 1995. class: Animation Children's Comedy",
     "GoldenEye",
-    "Title: The \"Best\" Lipstick (red). Categories: Beauty | Makeup | Lips. Brand: Acme " * 8,
+    'Title: The "Best" Lipstick (red). Categories: Beauty | Makeup | Lips. Brand: Acme ' * 8,
     "x",
 ]
 
@@ -77,10 +84,23 @@ def test_not_found_offline_fails_fast():
 def test_build_from_config_defaults(minilm_dir, tiny_decoder_dir):
     enc = build_text_encoder({"device": "cpu"})  # every text_* key missing -> yaml defaults
     assert isinstance(enc, SentenceTransformerEncoder) and not enc.loaded
-    assert enc.identity == {**enc.identity, "kind": "sentence-transformers", "normalize": True, "max_length": 128,
-                            "dtype": "float32", "pooling": "mean"}
-    llm = build_text_encoder({"text_encoder": tiny_decoder_dir, "text_pooling": "last", "device": "cpu",
-                              "text_normalize": None, "text_batch_size": None})
+    assert enc.identity == {
+        **enc.identity,
+        "kind": "sentence-transformers",
+        "normalize": True,
+        "max_length": 128,
+        "dtype": "float32",
+        "pooling": "mean",
+    }
+    llm = build_text_encoder(
+        {
+            "text_encoder": tiny_decoder_dir,
+            "text_pooling": "last",
+            "device": "cpu",
+            "text_normalize": None,
+            "text_batch_size": None,
+        }
+    )
     assert isinstance(llm, TransformersEncoder) and llm.identity["pooling"] == "last"
     assert llm.identity["normalize"] is False and llm.batch_size == 64
     forced = build_text_encoder({"text_encoder_type": "transformers", "device": "cpu"})
@@ -120,7 +140,9 @@ def test_transformers_mean_equals_st_without_normalize(minilm_dir, st_default):
     from sentence_transformers import SentenceTransformer
 
     # sentence-transformers' own pipeline minus its Normalize module, built independently
-    raw_st = SentenceTransformer(modules=[m for m in st_default._model if type(m).__name__ != "Normalize"], device="cpu")
+    raw_st = SentenceTransformer(
+        modules=[m for m in st_default._model if type(m).__name__ != "Normalize"], device="cpu"
+    )
     raw_st.max_seq_length = 128
     expected = raw_st.encode(TEXTS, batch_size=64, convert_to_numpy=True)
 

@@ -61,18 +61,24 @@ def slice_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recbole_config(slice_dir, tmp_path_factory):
-    return Config(model="SASRec", dataset=NAME, config_dict={
-        "data_path": str(slice_dir),
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"],
-                     "item": ["item_id", "movie_title", "release_year", "class"]},
-        "user_inter_num_interval": "[10,inf)",
-        "item_inter_num_interval": "[8,inf)",
-        "train_neg_sample_args": None,
-        "use_gpu": False,
-        "show_progress": False,
-        "checkpoint_dir": str(tmp_path_factory.mktemp("saved")),
-        "embedding_cache_dir": str(tmp_path_factory.mktemp("cache")),
-    })
+    return Config(
+        model="SASRec",
+        dataset=NAME,
+        config_dict={
+            "data_path": str(slice_dir),
+            "load_col": {
+                "inter": ["user_id", "item_id", "timestamp"],
+                "item": ["item_id", "movie_title", "release_year", "class"],
+            },
+            "user_inter_num_interval": "[10,inf)",
+            "item_inter_num_interval": "[8,inf)",
+            "train_neg_sample_args": None,
+            "use_gpu": False,
+            "show_progress": False,
+            "checkpoint_dir": str(tmp_path_factory.mktemp("saved")),
+            "embedding_cache_dir": str(tmp_path_factory.mktemp("cache")),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +193,9 @@ def precomputed(tmp_path_factory, slice_dir):
 
 def test_precomputed_embeddings_align(recbole_config, dataset, precomputed):
     d, tokens, vectors = precomputed
-    result = compute_item_embeddings_with_info(hook_config(recbole_config, precomputed_embeddings=str(d / "vec.npy")),
-                                               dataset)
+    result = compute_item_embeddings_with_info(
+        hook_config(recbole_config, precomputed_embeddings=str(d / "vec.npy")), dataset
+    )
     row = {t: k for k, t in enumerate(tokens)}
     assert result.matrix.shape == (dataset.item_num, 16) and not result.matrix[0].any()
     for i in range(1, dataset.item_num):
@@ -210,8 +217,9 @@ def test_precomputed_unknown_and_missing(recbole_config, dataset, precomputed, t
         compute_item_embeddings(hook_config(recbole_config, precomputed_embeddings=str(tmp_path / "u.npy")), dataset)
     # dataset items without a vector -> missing_text_policy
     keep = [k for k, t in enumerate(tokens) if t not in ds_tokens[:2]]
-    (tmp_path / "m.emb").write_text("iid:token\temb:float_seq\n" + "".join(
-        f"{tokens[k]}\t{' '.join(map(str, vectors[k]))}\n" for k in keep))
+    (tmp_path / "m.emb").write_text(
+        "iid:token\temb:float_seq\n" + "".join(f"{tokens[k]}\t{' '.join(map(str, vectors[k]))}\n" for k in keep)
+    )
     cfg = hook_config(recbole_config, precomputed_embeddings=str(tmp_path / "m.emb"))
     with pytest.raises(ItemTextError, match=r"2 item\(s\) of the dataset have no vector"):
         compute_item_embeddings(cfg, dataset)

@@ -30,15 +30,46 @@ def installed(tmp_path_factory):
         else:
             shutil.copy2(REPO / name, src / name)
     site = root / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(src)],
-                   check=True, cwd=root, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        check=True,
+        cwd=root,
+        timeout=300,
+        capture_output=True,
+    )
     outside = root / "outside"
     outside.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(site), XDG_CACHE_HOME=str(root / "cache"), PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-c", "import recbole_tfllmer; print(recbole_tfllmer.__file__)"],
-                          cwd=outside, env=env, capture_output=True, text=True, check=True, timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(site),
+        XDG_CACHE_HOME=str(root / "cache"),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", "import recbole_tfllmer; print(recbole_tfllmer.__file__)"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     imported = Path(proc.stdout.strip()).resolve()
     assert imported.is_relative_to(site.resolve()), f"imported {imported}, not the installed copy"
     assert (imported.parent / "properties" / "method" / "TFLLMER.yaml").is_file()  # package data
@@ -57,8 +88,21 @@ def test_installed_cli_trains_tfllmer(installed, ml_slice, tmp_path):
     data_path, name = ml_slice
     config = slice_config(data_path, name, tmp_path)
     (outside / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    output = _run([sys.executable, "-m", "recbole_tfllmer.cli", "-m", "TFLLMER", "--backbone=GRU4Rec", "-d", name,
-                   "--config_files=run.yaml"], outside, env)
+    output = _run(
+        [
+            sys.executable,
+            "-m",
+            "recbole_tfllmer.cli",
+            "-m",
+            "TFLLMER",
+            "--backbone=GRU4Rec",
+            "-d",
+            name,
+            "--config_files=run.yaml",
+        ],
+        outside,
+        env,
+    )
     assert "test result" in output and "ndcg@10" in output
 
 
@@ -80,11 +124,14 @@ def test_installed_leaderboard_finds_presets_and_writes_under_the_cwd(installed,
         "longtail": {"buckets": 2, "k": 10},
     }
     (outside / "tiny.yaml").write_text(yaml.safe_dump(board), encoding="utf-8")
-    output = _run([sys.executable, "-m", "recbole_tfllmer.leaderboard", "--config", "tiny.yaml", "--threads", "1"],
-                  outside, env)
+    output = _run(
+        [sys.executable, "-m", "recbole_tfllmer.leaderboard", "--config", "tiny.yaml", "--threads", "1"], outside, env
+    )
     cells = sorted((outside / "results" / "tiny" / "cells").glob("*.json"))
-    assert [c.name for c in cells] == [f"{name}__GRU4Rec__RandInit__none__seed1.json",
-                                       f"{name}__GRU4Rec__TFLLMER__st__seed1.json"], output[-3000:]
+    assert [c.name for c in cells] == [
+        f"{name}__GRU4Rec__RandInit__none__seed1.json",
+        f"{name}__GRU4Rec__TFLLMER__st__seed1.json",
+    ], output[-3000:]
     assert all(json.loads(c.read_text())["status"] == "done" for c in cells)
     assert "Cells: 2 of 2 done" in (outside / "results" / "tiny" / "leaderboard.md").read_text()
     try:

@@ -5,12 +5,19 @@ import os
 import pytest
 
 from recbole_tfllmer.errors import ConfigError, ItemTextError, TFLLMERError
-from recbole_tfllmer.text.item_text import (build_item_text, default_fields, item_texts_from_file, read_header,
-                                            read_item_table, template_fields)
+from recbole_tfllmer.text.item_text import (
+    build_item_text,
+    default_fields,
+    item_texts_from_file,
+    read_header,
+    read_item_table,
+    template_fields,
+)
 
 HEADER = "item_id:token\ttitle:token_seq\tcategories:token_seq\tbrand:token\tprice:float\n"
-AMAZON_ITEM = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "Amazon_Beauty",
-                           "Amazon_Beauty.item")
+AMAZON_ITEM = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "datasets", "Amazon_Beauty", "Amazon_Beauty.item"
+)
 
 
 def write(path, text, encoding="utf-8"):
@@ -135,5 +142,7 @@ def test_seq_separator_splits_token_seq_fields_like_recbole(tmp_path):
     path = tmp_path / "x.item"
     path.write_text("item_id:token\ttitle:token_seq\tbrand:token\nA\tRed|Lip Stick\tAc|me\n", encoding="utf-8")
     assert read_item_table(path, "item_id", ["title", "brand"], seq_separator="|")["A"] == {
-        "title": "Red Lip Stick", "brand": "Ac|me"}  # a token field is one token: left as it is
+        "title": "Red Lip Stick",
+        "brand": "Ac|me",
+    }  # a token field is one token: left as it is
     assert read_item_table(path, "item_id", ["title"])["A"]["title"] == "Red|Lip Stick"

@@ -10,7 +10,15 @@ import pytest
 
 from recbole_tfllmer.leaderboard import command
 from recbole_tfllmer.leaderboard.longtail import bucket_metrics, hit_at_k, ndcg_at_k, popularity_buckets
-from recbole_tfllmer.leaderboard.spec import METHOD_DIR, NO_VECTORS, Cell, SpecError, cell_matches, parse_only, spec_from_dict
+from recbole_tfllmer.leaderboard.spec import (
+    METHOD_DIR,
+    NO_VECTORS,
+    Cell,
+    SpecError,
+    cell_matches,
+    parse_only,
+    spec_from_dict,
+)
 from recbole_tfllmer.leaderboard.store import CellStore, atomic_write_json
 from recbole_tfllmer.leaderboard.summary import _cell as _cell_text
 from recbole_tfllmer.leaderboard.summary import aggregate, best_flags, mean_std, to_csv, to_markdown
@@ -22,16 +30,26 @@ def fake_record(method, seed, ndcg10, vectors="st", backbone="GRU4Rec", dataset=
     return {
         "status": "done",
         "cell_id": Cell(dataset, backbone, method, vectors, seed).cell_id,
-        "dataset": dataset, "backbone": backbone, "method": method, "vectors": vectors, "seed": seed,
+        "dataset": dataset,
+        "backbone": backbone,
+        "method": method,
+        "vectors": vectors,
+        "seed": seed,
         "test": {"ndcg@10": ndcg10, "ndcg@20": ndcg10 + 0.01, "hit@10": 2 * ndcg10, "hit@20": 3 * ndcg10},
         "best_valid": {"ndcg@10": ndcg10 / 2},
         "conditioning": {"init": {"mean": cond[0], "median": cond[0]}, "end": {"mean": cond[1], "median": cond[1]}},
         "train_loss_per_batch": [7.0, 6.5, 6.2],
-        "epochs_run": 3, "best_epoch": 2, "epoch_train_seconds": [1.0, 1.0, 1.0],
+        "epochs_run": 3,
+        "best_epoch": 2,
+        "epoch_train_seconds": [1.0, 1.0, 1.0],
         "timings": {"fit_seconds": 3.0, "embedding_seconds": 0.1, "graph_seconds": 0.01, "rec_pca_seconds": 0.02},
         "memory": {"peak_rss_mb": 500.0},
-        "longtail": {"buckets": [{"bucket": b, "n": 2, "pop_min": b, "pop_max": b, "ndcg@10": ndcg10 * b, "hit@10": 0.0}
-                                 for b in range(5)]},
+        "longtail": {
+            "buckets": [
+                {"bucket": b, "n": 2, "pop_min": b, "pop_max": b, "ndcg@10": ndcg10 * b, "hit@10": 0.0}
+                for b in range(5)
+            ]
+        },
     }
 
 
@@ -114,7 +132,8 @@ def test_spec_cells_random_init_has_no_vector_kind(tmp_path):
     assert config["text_encoder_type"] == "transformers" and config["text_normalize"] is False
     assert config["backbone"] == "GRU4Rec" and config["seed"] == 1 and config["epochs"] == 1
     assert spec.fingerprint(Cell("ml-100k", "GRU4Rec", "TFLLMER", "raw", 1)) != spec.fingerprint(
-        Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 1))
+        Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 1)
+    )
 
 
 def test_only_filters():
@@ -143,8 +162,13 @@ def test_presets_ship_with_the_package_and_paths_resolve_beside_the_yaml_then_th
     for d in (board_dir, run_dir):
         (d / "props" / "ds.yaml").write_text("dataset: ds\n")
     monkeypatch.chdir(run_dir)
-    raw = {"datasets": {"ds": {"properties": "props/ds.yaml", "overrides": {"data_path": "data"}}},
-           "backbones": ["GRU4Rec"], "methods": ["Mine"], "seeds": [1], "method_dir": "mine"}
+    raw = {
+        "datasets": {"ds": {"properties": "props/ds.yaml", "overrides": {"data_path": "data"}}},
+        "backbones": ["GRU4Rec"],
+        "methods": ["Mine"],
+        "seeds": [1],
+        "method_dir": "mine",
+    }
     spec = spec_from_dict(raw, board_dir / "b.yaml")
     assert spec.datasets["ds"]["properties"] == (board_dir / "props" / "ds.yaml").resolve()  # beside the yaml
     assert spec.datasets["ds"]["overrides"]["data_path"] == str((run_dir / "data").resolve()) + os.sep  # cwd
@@ -248,7 +272,9 @@ def test_resume_skips_done_cells_and_reruns_stale(tmp_path, monkeypatch):
 
 # -- tuning: validation-only, same budget per method ------------------------------------------
 TUNING = {
-    "trials": 3, "seed": 1, "sampler_seed": 0,
+    "trials": 3,
+    "seed": 1,
+    "sampler_seed": 0,
     "space": {
         "RandInit": {"learning_rate": [0.001, 0.002, 0.004]},
         "TFLLMER": {"learning_rate": [0.001, 0.002, 0.004], "rec_pca_lambda": [0.1, 0.5], "item_norm_scale": [1, 3]},
@@ -276,15 +302,25 @@ def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_onl
         ran.append(job["cell_id"])
         lr = job["config_dict"]["learning_rate"]
         record = fake_record(job["cell"]["method"], job["cell"]["seed"], 0.1 - lr, vectors=job["cell"]["vectors"])
-        record.update(fingerprint=job["fingerprint"], best_valid_score=lr + 0.001 * job["cell"]["seed"],
-                      config_overrides=job["config_dict"])
+        record.update(
+            fingerprint=job["fingerprint"],
+            best_valid_score=lr + 0.001 * job["cell"]["seed"],
+            config_overrides=job["config_dict"],
+        )
         CellStore(job["results_dir"]).write(job["cell_id"], record)
         return 0
 
     monkeypatch.setattr(command, "run_job_subprocess", fake_run)
     results = tmp_path / "results"
-    args = ["--config", str(tuning_spec_file(tmp_path)), "--results-root", str(results),
-            "--workdir", str(tmp_path / "w"), "--no-plots"]
+    args = [
+        "--config",
+        str(tuning_spec_file(tmp_path)),
+        "--results-root",
+        str(results),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--no-plots",
+    ]
     # --max-cells counts trials and board cells together: a "killed" first run does 4 trials
     command.main(args + ["--max-cells", "4"])
     assert len(ran) == 4 and all("__t" in r for r in ran)
@@ -311,7 +347,11 @@ def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_onl
     seed1 = store.read("ml-100k__GRU4Rec__TFLLMER__st__seed1")
     assert seed1["reused_from_trial"].startswith("ml-100k__GRU4Rec__TFLLMER__st__seed1__t")
     selected = json.loads((results / "tiny" / "tuning" / "selected.json").read_text())
-    assert set(selected) == {"ml-100k/GRU4Rec/RandInit/none", "ml-100k/GRU4Rec/TFLLMER/st", "ml-100k/GRU4Rec/TFLLMER/raw"}
+    assert set(selected) == {
+        "ml-100k/GRU4Rec/RandInit/none",
+        "ml-100k/GRU4Rec/TFLLMER/st",
+        "ml-100k/GRU4Rec/TFLLMER/raw",
+    }
     report = (results / "tiny" / "tuning.md").read_text()
     assert "3 trials per method" in report and "(12 points)" in report and report.count("| **t") == 3
     assert "Cells: 6 of 6 done" in (results / "tiny" / "leaderboard.md").read_text()
@@ -357,17 +397,28 @@ def test_long_tail_buckets_on_hand_made_ranks():
 # -- one real tiny cell -----------------------------------------------------------------------
 def test_real_tiny_cell_matches_recbole_and_is_deterministic(ml_slice, tmp_path, in_tmp):
     pytest.importorskip("recbole_tfllmer.diagnostics.conditioning")
+    from recbole_tfllmer.leaderboard.runner import run_cell
     from tests.conftest import slice_config
 
-    from recbole_tfllmer.leaderboard.runner import run_cell
-
     data_path, name = ml_slice
-    config = slice_config(data_path, name, tmp_path, epochs=1, topk=[10, 20], metric_decimal_place=10,
-                          model="TFLLMER", backbone="GRU4Rec", seed=7)
+    config = slice_config(
+        data_path,
+        name,
+        tmp_path,
+        epochs=1,
+        topk=[10, 20],
+        metric_decimal_place=10,
+        model="TFLLMER",
+        backbone="GRU4Rec",
+        seed=7,
+    )
     job = {
-        "cell_id": "tiny", "cell": {"dataset": name, "backbone": "GRU4Rec", "method": "RandInit", "vectors": "none", "seed": 7},
-        "config_files": [str(METHOD_DIR / "RandInit.yaml")], "config_dict": config,
-        "conditioning": {"sample_size": 32, "seed": 0}, "longtail": {"buckets": 3, "k": 10},
+        "cell_id": "tiny",
+        "cell": {"dataset": name, "backbone": "GRU4Rec", "method": "RandInit", "vectors": "none", "seed": 7},
+        "config_files": [str(METHOD_DIR / "RandInit.yaml")],
+        "config_dict": config,
+        "conditioning": {"sample_size": 32, "seed": 0},
+        "longtail": {"buckets": 3, "k": 10},
         "init_logger": False,
     }
     a = run_cell(job, workdir=tmp_path / "w1")

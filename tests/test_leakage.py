@@ -16,9 +16,9 @@ import pytest
 from recbole.data import data_preparation
 
 from recbole_tfllmer.data import create_dataset
+from recbole_tfllmer.quick_start import build_config
 from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph
 from recbole_tfllmer.tfllmer.tfllmer import cooccurrence_graph_from_split
-from recbole_tfllmer.quick_start import build_config
 from tests.conftest import SHARED_DATASETS, slice_config, write_ml100k_slice
 
 WINDOWS = (1, 3, 0)
@@ -74,8 +74,9 @@ def split(request, tmp_path_factory):
         if not BEAUTY.is_file():
             pytest.skip(f"{BEAUTY} is not available")
         data_path, name = write_beauty_slice(root / "data")
-    config = build_config("TFLLMER", name, config_dict=slice_config(
-        data_path, name, root, item_init="random", MAX_ITEM_LIST_LENGTH=20))
+    config = build_config(
+        "TFLLMER", name, config_dict=slice_config(data_path, name, root, item_init="random", MAX_ITEM_LIST_LENGTH=20)
+    )
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     return config, train_data, valid_data, test_data
 
@@ -121,9 +122,13 @@ def test_held_out_pairs_are_not_edges(split, window):
     everything = train_rows + held_out
     width = max(len(h) for h, _ in everything)
     seqs = np.array([h + [0] * (width - len(h)) for h, _ in everything])
-    leaky = build_cooccurrence_graph(seqs, np.array([len(h) for h, _ in everything]),
-                                     np.array([t for _, t in everything]), n_items=train_data.dataset.item_num,
-                                     window=window)
+    leaky = build_cooccurrence_graph(
+        seqs,
+        np.array([len(h) for h, _ in everything]),
+        np.array([t for _, t in everything]),
+        n_items=train_data.dataset.item_num,
+        window=window,
+    )
     assert edges(leaky) - train_pairs
 
 

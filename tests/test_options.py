@@ -42,14 +42,17 @@ def test_every_declaration_is_complete_and_unique():
         options.check_value(o, o.default)  # every default passes its own rule
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("item_init", "pcaa", "option `item_init` must be one of random, pca, rec_pca; got 'pcaa'"),
-    ("text_batch_size", 0, "option `text_batch_size` must be >= 1, got 0"),
-    ("text_max_length", 1.5, "option `text_max_length` must be an integer, got 1.5"),
-    ("item_norm_scale", float("inf"), "option `item_norm_scale` must be a finite number"),
-    ("text_allow_download", "yes", "option `text_allow_download` must be true or false, got 'yes'"),
-    ("init_scale", -1.0, "option `init_scale` must be > 0 (the mean row norm"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("item_init", "pcaa", "option `item_init` must be one of random, pca, rec_pca; got 'pcaa'"),
+        ("text_batch_size", 0, "option `text_batch_size` must be >= 1, got 0"),
+        ("text_max_length", 1.5, "option `text_max_length` must be an integer, got 1.5"),
+        ("item_norm_scale", float("inf"), "option `item_norm_scale` must be a finite number"),
+        ("text_allow_download", "yes", "option `text_allow_download` must be true or false, got 'yes'"),
+        ("init_scale", -1.0, "option `init_scale` must be > 0 (the mean row norm"),
+    ],
+)
 def test_a_bad_value_names_the_option(name, value, message):
     with pytest.raises(ConfigError) as err:
         options.validate_options({**options.DEFAULTS, name: value})
@@ -57,8 +60,9 @@ def test_a_bad_value_names_the_option(name, value, message):
 
 
 def test_typed_records_carry_the_values_and_pca_runs_without_graph_weight():
-    opts = options.validate_options({**options.DEFAULTS, "item_init": "pca", "rec_pca_lambda": 0.7,
-                                     "item_norm_scale": 3})
+    opts = options.validate_options(
+        {**options.DEFAULTS, "item_init": "pca", "rec_pca_lambda": 0.7, "item_norm_scale": 3}
+    )
     assert opts.init.graph_weight == 0.0 and opts.init.uses_llm_vectors
     assert opts.norm.scale == 3.0 and opts.graph.window == 1 and opts.text.encoder == "all-MiniLM-L6-v2"
     assert options.validate_options({**options.DEFAULTS, "rec_pca_lambda": 0.7}).init.graph_weight == 0.7
@@ -72,9 +76,8 @@ def test_the_pure_functions_own_checks_become_config_errors():
 
 
 def test_build_config_validates_once_and_attaches_the_records(ml_slice, tmp_path, in_tmp):
-    from tests.conftest import slice_config
-
     from recbole_tfllmer.quick_start import build_config
+    from tests.conftest import slice_config
 
     data_path, name = ml_slice
     config = build_config("TFLLMER", name, config_dict=slice_config(data_path, name, tmp_path, item_norm_scale=4.0))
@@ -90,3 +93,13 @@ def test_a_config_changed_after_build_gets_fresh_records():
     assert options.plugin_options(config) is config.plugin_options  # unchanged: not validated again
     config["graph_window"] = 3
     assert options.plugin_options(config).graph.window == 3
+
+
+def test_help_lists_every_plugin_option_with_its_default(capsys):
+    from recbole_tfllmer.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for o in options.OPTIONS:
+        assert f"--{o.name}=... (default {'~' if o.default is None else o.default})" in text

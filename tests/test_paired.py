@@ -4,8 +4,14 @@ and "first" only where the interval excludes zero."""
 import numpy as np
 import pytest
 
-from recbole_tfllmer.leaderboard.paired import (compare_methods, decode_ranks, encode_ranks, paired_difference,
-                                                per_user_metric, rows_hash)
+from recbole_tfllmer.leaderboard.paired import (
+    compare_methods,
+    decode_ranks,
+    encode_ranks,
+    paired_difference,
+    per_user_metric,
+    rows_hash,
+)
 from recbole_tfllmer.leaderboard.summary import paired_comparisons, to_markdown
 
 
@@ -15,8 +21,7 @@ def synthetic(rng, effect, n_users=1000, seeds=3, user_sd=0.3, seed_sd=0.004, no
     user = rng.normal(0, user_sd, n_users)
 
     def method(shift):
-        return (user + shift + rng.normal(0, seed_sd, (seeds, 1))
-                + rng.normal(0, noise_sd, (seeds, n_users)))
+        return user + shift + rng.normal(0, seed_sd, (seeds, 1)) + rng.normal(0, noise_sd, (seeds, n_users))
 
     return method(effect), method(0.0)
 
@@ -52,8 +57,9 @@ def test_pairing_narrows_the_interval_and_zero_effect_rarely_excludes_zero():
     paired = paired_difference(a, b, n_boot=400)
     unpaired = paired_difference(a, b[:, rng.permutation(b.shape[1])], n_boot=400)
     assert paired["se_users"] < 0.5 * unpaired["se_users"]
-    false_positives = sum(paired_difference(*synthetic(rng, 0.0), n_boot=300, seed=i)["excludes_zero"]
-                          for i in range(200))
+    false_positives = sum(
+        paired_difference(*synthetic(rng, 0.0), n_boot=300, seed=i)["excludes_zero"] for i in range(200)
+    )
     assert false_positives / 200 <= 0.10
 
 
@@ -68,33 +74,50 @@ def test_ranks_round_trip_and_per_user_metrics():
 
 
 def _cells(method, vectors, rank_rows, sha="s"):
-    return [{"cell_id": f"{method}{i}", "dataset": "D", "backbone": "B", "method": method, "vectors": vectors,
-             "seed": i, "test_ranks": {**encode_ranks(r), "rows_sha": sha}} for i, r in enumerate(rank_rows)]
+    return [
+        {
+            "cell_id": f"{method}{i}",
+            "dataset": "D",
+            "backbone": "B",
+            "method": method,
+            "vectors": vectors,
+            "seed": i,
+            "test_ranks": {**encode_ranks(r), "rows_sha": sha},
+        }
+        for i, r in enumerate(rank_rows)
+    ]
 
 
 def test_first_only_where_the_interval_excludes_zero():
     rng = np.random.default_rng(3)
     n = 3000
-    strong = [np.where(rng.random(n) < 0.30, 1, 50) for _ in range(2)]   # HR@10 ~ 0.30
-    weak = [np.where(rng.random(n) < 0.20, 1, 50) for _ in range(2)]     # ~ 0.20
-    twin = [np.where(rng.random(n) < 0.20, 1, 50) for _ in range(2)]     # same as weak
-    clear = compare_methods({("st", "TFLLMER"): _cells("TFLLMER", "st", strong),
-                             ("st", "LLMInit"): _cells("LLMInit", "st", weak)}, "hit@10",
-                            baseline_of=lambda label: (label[0], "LLMInit"))
+    strong = [np.where(rng.random(n) < 0.30, 1, 50) for _ in range(2)]  # HR@10 ~ 0.30
+    weak = [np.where(rng.random(n) < 0.20, 1, 50) for _ in range(2)]  # ~ 0.20
+    twin = [np.where(rng.random(n) < 0.20, 1, 50) for _ in range(2)]  # same as weak
+    clear = compare_methods(
+        {("st", "TFLLMER"): _cells("TFLLMER", "st", strong), ("st", "LLMInit"): _cells("LLMInit", "st", weak)},
+        "hit@10",
+        baseline_of=lambda label: (label[0], "LLMInit"),
+    )
     assert clear[("st", "TFLLMER")]["first"] and not clear[("st", "LLMInit")]["first"]
     assert clear[("st", "TFLLMER")]["vs_baseline"]["low"] > 0
     tied = compare_methods({("st", "A"): _cells("A", "st", weak), ("st", "B"): _cells("B", "st", twin)}, "hit@10")
     assert not any(e["first"] for e in tied.values())
     # cells evaluated on different rows are never paired
-    assert compare_methods({("st", "A"): _cells("A", "st", weak, "x"), ("st", "B"): _cells("B", "st", twin, "y")},
-                           "hit@10") == {}
+    assert (
+        compare_methods(
+            {("st", "A"): _cells("A", "st", weak, "x"), ("st", "B"): _cells("B", "st", twin, "y")}, "hit@10"
+        )
+        == {}
+    )
 
 
 def test_markdown_bolds_only_a_significant_first():
     rng = np.random.default_rng(4)
     n = 3000
-    records = (_cells("TFLLMER", "st", [np.where(rng.random(n) < 0.30, 1, 50) for _ in range(2)])
-               + _cells("LLMInit", "st", [np.where(rng.random(n) < 0.295, 1, 50) for _ in range(2)]))
+    records = _cells("TFLLMER", "st", [np.where(rng.random(n) < 0.30, 1, 50) for _ in range(2)]) + _cells(
+        "LLMInit", "st", [np.where(rng.random(n) < 0.295, 1, 50) for _ in range(2)]
+    )
     for r in records:
         hr = float((decode_ranks(r["test_ranks"]) <= 10).mean())
         r["test"] = {"ndcg@10": hr, "ndcg@20": hr, "hit@10": hr, "hit@20": hr}

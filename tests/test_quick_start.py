@@ -10,7 +10,8 @@ from tests.conftest import REPO_ROOT, slice_config
 
 def test_backbone_yaml_loaded_under_the_wrapper():
     config = build_config(
-        "TFLLMER", "ml-100k",
+        "TFLLMER",
+        "ml-100k",
         config_file_list=[str(REPO_ROOT / "properties" / "ml-100k.yaml")],
         cmd_args=["--backbone=BERT4Rec", "--rec_pca_lambda=0.25"],
     )
@@ -23,7 +24,8 @@ def test_backbone_yaml_loaded_under_the_wrapper():
 
 def test_pairwise_backbones_keep_their_input_type():
     config = build_config(
-        "TFLLMER", "ml-100k",
+        "TFLLMER",
+        "ml-100k",
         config_dict={"backbone": "TransRec", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
     )
     assert config["MODEL_INPUT_TYPE"].name == "PAIRWISE"

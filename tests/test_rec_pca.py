@@ -122,6 +122,7 @@ def test_graph_tv_falls_and_variance_falls_as_lambda_grows(problem):
         assert r.stats["graph_tv"] == pytest.approx(
             graph_total_variation((X - X.mean(axis=0)) @ r.components, graph), rel=1e-9
         )
+
     # With a strong penalty the subspace moves from the semantic dims (0-2) to the
     # collaborative dims (3-5) that the graph is smooth on.
     def mass(W, dims):
@@ -274,7 +275,16 @@ def test_bad_inputs_are_rejected(problem):
 def test_stats_report_the_run(problem):
     X, graph = problem
     stats = rec_pca_projection(X, graph, 4, lam=0.5).stats
-    assert {"retained_variance", "graph_tv_pca", "graph_tv", "lambda", "n_items", "dim_in", "dim_out", "n_isolated"} <= set(stats)
+    assert {
+        "retained_variance",
+        "graph_tv_pca",
+        "graph_tv",
+        "lambda",
+        "n_items",
+        "dim_in",
+        "dim_out",
+        "n_isolated",
+    } <= set(stats)
     assert (stats["n_items"], stats["dim_in"], stats["dim_out"], stats["lambda"]) == (N_ITEMS, DIM, 4, 0.5)
     assert 0 < stats["retained_variance"] < 1
 
@@ -388,7 +398,9 @@ def test_iterative_solver_warns_when_it_runs_out_of_steps(problem):
 
 def test_iterative_solver_refuses_lambda_above_one_half(problem):
     X, graph = problem
-    with pytest.raises(ValueError, match=r"rec_pca_solver 'iterative' needs rec_pca_lambda <= 0.5 .* got rec_pca_lambda 0.9"):
+    with pytest.raises(
+        ValueError, match=r"rec_pca_solver 'iterative' needs rec_pca_lambda <= 0.5 .* got rec_pca_lambda 0.9"
+    ):
         rec_pca_projection(X, graph, 5, lam=0.9, solver="iterative")
 
 

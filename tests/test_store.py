@@ -11,8 +11,14 @@ import pytest
 
 from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, TFLLMERError
 from recbole_tfllmer.text.encoders import SentenceTransformerEncoder, bundled_model_dir
-from recbole_tfllmer.text.store import (cache_paths, compute_cache_key, encode_with_cache, file_sha256,
-                                        load_precomputed_embeddings, resolve_cache_dir)
+from recbole_tfllmer.text.store import (
+    cache_paths,
+    compute_cache_key,
+    encode_with_cache,
+    file_sha256,
+    load_precomputed_embeddings,
+    resolve_cache_dir,
+)
 
 TOKENS = [f"i{k:02d}" for k in range(10)]
 TEXTS = [f"title: Item number {k}. brand: Brand {k % 3}" for k in range(10)]
@@ -179,8 +185,12 @@ def test_killed_encoding_resumes_from_chunks(encoder, reference, tmp_path, caplo
         run(killed, tmp_path, chunk_size=4)
     npy, js, partial = _paths(encoder, tmp_path)
     assert not os.path.exists(npy) and not os.path.exists(js)
-    assert sorted(os.listdir(partial)) == ["chunk-000000.json", "chunk-000000.npy", "chunk-000001.json",
-                                           "chunk-000001.npy"]
+    assert sorted(os.listdir(partial)) == [
+        "chunk-000000.json",
+        "chunk-000000.npy",
+        "chunk-000001.json",
+        "chunk-000001.npy",
+    ]
     # damage chunk 1: it must be re-encoded, chunk 0 reused
     with open(os.path.join(partial, "chunk-000001.npy"), "r+b") as f:
         f.truncate(100)

@@ -6,10 +6,10 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_tfllmer.data import create_dataset
-from recbole_tfllmer.errors import ConfigError, GraphError, UnsupportedBackboneError
 from recbole_tfllmer.diagnostics.model_views import sequence_representation
-from recbole_tfllmer.tfllmer.tfllmer import TFLLMER, cooccurrence_graph_from_split
+from recbole_tfllmer.errors import ConfigError, GraphError, UnsupportedBackboneError
 from recbole_tfllmer.quick_start import build_config, build_model, build_trainer, load_data_and_model, run_tfllmer
+from recbole_tfllmer.tfllmer.tfllmer import TFLLMER, cooccurrence_graph_from_split
 from tests.conftest import slice_config
 
 
@@ -38,8 +38,9 @@ def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
 
 def test_iterative_solver_option_reaches_the_exact_projection(ml_slice, tmp_path):
     """`rec_pca_solver: iterative` through the config: the same subspace as the exact solver."""
-    config, dataset, train_data, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None,
-                                               rec_pca_solver="iterative", rec_pca_tol=1e-6)
+    config, dataset, train_data, *_ = prepared(
+        ml_slice, tmp_path, item_norm="none", init_scale=None, rec_pca_solver="iterative", rec_pca_tol=1e-6
+    )
     model = build_model(config, train_data)
     info = model.init_report.rec_pca
     assert info["solver"] == "iterative" and info["relative_residual"] <= 1e-6
@@ -99,8 +100,11 @@ def test_unsupported_backbone_is_rejected_with_the_reason(ml_slice, tmp_path):
 def test_conflicting_normalisation_options(ml_slice, tmp_path):
     data_path, name = ml_slice
     with pytest.raises(ConfigError, match="item_norm_learnable"):
-        build_config("TFLLMER", name, config_dict=slice_config(
-            data_path, name, tmp_path, item_norm="none", item_norm_learnable=True))
+        build_config(
+            "TFLLMER",
+            name,
+            config_dict=slice_config(data_path, name, tmp_path, item_norm="none", item_norm_learnable=True),
+        )
 
 
 def test_saved_model_reloads_with_identical_scores(ml_slice, in_tmp):

@@ -27,7 +27,13 @@ def ordered_cells(spec):
     kinds = {k: i for i, k in enumerate(spec.vector_kinds)}
     return sorted(
         spec.cells(),
-        key=lambda c: (datasets[c.dataset], seeds[c.seed], backbones[c.backbone], kinds.get(c.vectors, -1), methods[c.method]),
+        key=lambda c: (
+            datasets[c.dataset],
+            seeds[c.seed],
+            backbones[c.backbone],
+            kinds.get(c.vectors, -1),
+            methods[c.method],
+        ),
     )
 
 
@@ -60,7 +66,10 @@ def run_job_subprocess(job, workdir, log_path):
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.run(
             [sys.executable, "-m", "recbole_tfllmer.leaderboard.runner", str(job_path)],
-            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     return proc.returncode
 
@@ -91,12 +100,23 @@ def default_workdir(board):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m recbole_tfllmer.leaderboard", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="leaderboard yaml (leaderboards/<name>.yaml)")
-    p.add_argument("--results-root", default=None, help="folder holding <leaderboard>/ (default: ./results, under the current directory)")
-    p.add_argument("--workdir", default=None,
-                   help="scratch folder for RecBole logs, job files, the embedding cache and the progress files that "
-                        "half-finished cells resume from (default: ~/.cache/recbole_tfllmer/leaderboard/<name>)")
-    p.add_argument("--only", action="append", default=[],
-                   help="filter cells: field=v1,v2 (fields: dataset backbone method vectors seed); repeat to AND")
+    p.add_argument(
+        "--results-root",
+        default=None,
+        help="folder holding <leaderboard>/ (default: ./results, under the current directory)",
+    )
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="scratch folder for RecBole logs, job files, the embedding cache and the progress files that "
+        "half-finished cells resume from (default: ~/.cache/recbole_tfllmer/leaderboard/<name>)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="filter cells: field=v1,v2 (fields: dataset backbone method vectors seed); repeat to AND",
+    )
     p.add_argument("--summary-only", action="store_true", help="only regenerate the summary from the cell files")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--list", action="store_true", help="list the cells and whether they are done, run nothing")
@@ -114,8 +134,10 @@ def run_queue(entries, store, workdir, args, after_each=None, max_cells=None):
     """Run (cell_id, fingerprint, make_job) entries not yet done in `store`, with claims;
     at most `max_cells` of them (None: all)."""
     todo = [e for e in entries if not store.is_done(e[0], e[1])]
-    log(f"{len(entries)} cells selected, {len(entries) - len(todo)} already done, {len(todo)} to run "
-        f"(results: {store.root}, scratch: {workdir})")
+    log(
+        f"{len(entries)} cells selected, {len(entries) - len(todo)} already done, {len(todo)} to run "
+        f"(results: {store.root}, scratch: {workdir})"
+    )
     ran = failed = 0
     for i, (cell_id, fp, job_for) in enumerate(todo):
         if max_cells is not None and ran >= max_cells:
@@ -136,13 +158,17 @@ def run_queue(entries, store, workdir, args, after_each=None, max_cells=None):
             ran += 1
             if rc == 0 and store.is_done(cell_id, fp):
                 rec = store.read(cell_id)
-                log(f"done {cell_id} in {time.perf_counter() - t0:.0f}s: valid {rec.get('best_valid_score')}, test "
+                log(
+                    f"done {cell_id} in {time.perf_counter() - t0:.0f}s: valid {rec.get('best_valid_score')}, test "
                     f"NDCG@10 {rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
-                    f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}")
+                    f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}"
+                )
             else:
                 failed += 1
-                log(f"FAIL {cell_id} (rc={rc}); see {workdir / 'logs' / (cell_id + '.log')} "
-                    f"and {store.failed_dir / (cell_id + '.json')}")
+                log(
+                    f"FAIL {cell_id} (rc={rc}); see {workdir / 'logs' / (cell_id + '.log')} "
+                    f"and {store.failed_dir / (cell_id + '.json')}"
+                )
         finally:
             store.release(cell_id)
         if after_each is not None:
@@ -169,8 +195,13 @@ def _tune(spec, filters, workdir, args):
         entries = []
         for t in chosen:
             t_spec = tuning.trial_spec(spec, t)
-            entries.append((t.trial_id, t_spec.fingerprint(t.cell),
-                            lambda t=t, t_spec=t_spec: make_job(t_spec, t.cell, trial_store, workdir, args.threads, t.trial_id)))
+            entries.append(
+                (
+                    t.trial_id,
+                    t_spec.fingerprint(t.cell),
+                    lambda t=t, t_spec=t_spec: make_job(t_spec, t.cell, trial_store, workdir, args.threads, t.trial_id),
+                )
+            )
         ran, _ = run_queue(entries, trial_store, workdir, args, max_cells=args.max_cells)
     groups, selection = tuning.select(spec, trial_store)
     if not args.list:
@@ -203,8 +234,12 @@ def main(argv=None):
         cells = [c for c in cells if tuned_key(c) in spec.tuned]
         if not (args.summary_only or args.list):
             for c in cells:
-                if not store.is_done(c.cell_id, spec.fingerprint(c)) and reuse_winning_trial(spec, store, trial_store, c, selection):
-                    log(f"{c.cell_id}: the winning tuning trial {selection[tuned_key(c)]['trial_id']} (same configuration)")
+                if not store.is_done(c.cell_id, spec.fingerprint(c)) and reuse_winning_trial(
+                    spec, store, trial_store, c, selection
+                ):
+                    log(
+                        f"{c.cell_id}: the winning tuning trial {selection[tuned_key(c)]['trial_id']} (same configuration)"
+                    )
 
     if args.list:
         for c in cells:
@@ -215,10 +250,12 @@ def main(argv=None):
 
     if not args.summary_only:
         log(f"leaderboard {spec.name}")
-        entries = [(c.cell_id, spec.fingerprint(c), lambda c=c: make_job(spec, c, store, workdir, args.threads))
-                   for c in cells]
-        run_queue(entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False),
-                  max_cells=budget)
+        entries = [
+            (c.cell_id, spec.fingerprint(c), lambda c=c: make_job(spec, c, store, workdir, args.threads)) for c in cells
+        ]
+        run_queue(
+            entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False), max_cells=budget
+        )
 
     rows, written = write_summary(spec, store, plots=not args.no_plots)
     for path in written:

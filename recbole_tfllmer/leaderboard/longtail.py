@@ -31,9 +31,7 @@ def full_sort_ranks(trainer, eval_data, max_k):
     for batched_data in eval_data:
         _, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batched_data)
         n_rows = scores.shape[0]
-        if positive_u.numel() != n_rows or not torch.equal(
-            positive_u.cpu(), torch.arange(n_rows)
-        ):
+        if positive_u.numel() != n_rows or not torch.equal(positive_u.cpu(), torch.arange(n_rows)):
             raise ValueError("expected exactly one target per evaluation row (leave-one-out sequential data)")
         positive_i = positive_i.to(scores.device)
         _, topk_idx = torch.topk(scores, max_k, dim=-1)
@@ -82,17 +80,20 @@ def bucket_metrics(ranks, target_popularity, n_buckets=5, k=10):
     for b in range(n_buckets):
         mask = buckets == b
         if not mask.any():
-            out.append({"bucket": b, "n": 0, "pop_min": None, "pop_max": None,
-                        f"ndcg@{k}": math.nan, f"hit@{k}": math.nan})
+            out.append(
+                {"bucket": b, "n": 0, "pop_min": None, "pop_max": None, f"ndcg@{k}": math.nan, f"hit@{k}": math.nan}
+            )
             continue
-        out.append({
-            "bucket": b,
-            "n": int(mask.sum()),
-            "pop_min": int(target_popularity[mask].min()),
-            "pop_max": int(target_popularity[mask].max()),
-            f"ndcg@{k}": float(ndcg[mask].mean()),
-            f"hit@{k}": float(hit[mask].mean()),
-        })
+        out.append(
+            {
+                "bucket": b,
+                "n": int(mask.sum()),
+                "pop_min": int(target_popularity[mask].min()),
+                "pop_max": int(target_popularity[mask].max()),
+                f"ndcg@{k}": float(ndcg[mask].mean()),
+                f"hit@{k}": float(hit[mask].mean()),
+            }
+        )
     return out
 
 

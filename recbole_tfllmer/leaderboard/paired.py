@@ -32,8 +32,13 @@ RANK_CAP = np.iinfo(np.uint16).max  # ranks beyond are stored as the cap (no met
 
 def encode_ranks(ranks):
     ranks = np.minimum(np.asarray(ranks, dtype=np.int64), RANK_CAP).astype("<u2")
-    return {"dtype": "uint16", "codec": "zlib+base64", "n": int(ranks.size), "cap": int(RANK_CAP),
-            "data": base64.b64encode(zlib.compress(ranks.tobytes(), 9)).decode("ascii")}
+    return {
+        "dtype": "uint16",
+        "codec": "zlib+base64",
+        "n": int(ranks.size),
+        "cap": int(RANK_CAP),
+        "data": base64.b64encode(zlib.compress(ranks.tobytes(), 9)).decode("ascii"),
+    }
 
 
 def decode_ranks(stored):
@@ -81,8 +86,9 @@ def paired_difference(a, b, level=0.95, n_boot=2000, seed=0):
     rng = np.random.default_rng(seed)
     chunk = max(1, 2_000_000 // n)
     # paired: the same resampled users for A and B (the difference is resampled as one value)
-    boot = np.concatenate([d_user[rng.integers(0, n, (min(chunk, n_boot - i), n))].mean(axis=1)
-                           for i in range(0, n_boot, chunk)])
+    boot = np.concatenate(
+        [d_user[rng.integers(0, n, (min(chunk, n_boot - i), n))].mean(axis=1) for i in range(0, n_boot, chunk)]
+    )
     var_users = float(boot.var(ddof=1))
     parts = [(var_users, n - 1)]
     seed_spread = a.shape[0] > 1 and b.shape[0] > 1
@@ -93,10 +99,19 @@ def paired_difference(a, b, level=0.95, n_boot=2000, seed=0):
     denom = sum(v * v / df for v, df in parts if df > 0 and v > 0)
     df = var * var / denom if denom > 0 else math.inf
     half = _t_quantile(df, level) * math.sqrt(var) if var > 0 else 0.0
-    return {"diff": diff, "low": diff - half, "high": diff + half, "level": level, "df": df,
-            "se_users": math.sqrt(var_users), "se_total": math.sqrt(var), "covers_seeds": bool(seed_spread),
-            "n_users": int(n), "n_seeds": [int(a.shape[0]), int(b.shape[0])],
-            "excludes_zero": bool(diff - half > 0 or diff + half < 0)}
+    return {
+        "diff": diff,
+        "low": diff - half,
+        "high": diff + half,
+        "level": level,
+        "df": df,
+        "se_users": math.sqrt(var_users),
+        "se_total": math.sqrt(var),
+        "covers_seeds": bool(seed_spread),
+        "n_users": int(n),
+        "n_seeds": [int(a.shape[0]), int(b.shape[0])],
+        "excludes_zero": bool(diff - half > 0 or diff + half < 0),
+    }
 
 
 def per_user_values(records, metric):

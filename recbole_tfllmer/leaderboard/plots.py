@@ -25,8 +25,11 @@ def _panels(records, vector_order):
     for dataset in sorted({r["dataset"] for r in records}):
         for backbone in sorted({r["backbone"] for r in records if r["dataset"] == dataset}):
             for kind in kinds:
-                recs = [r for r in records if r["dataset"] == dataset and r["backbone"] == backbone
-                        and r["vectors"] in (kind, "none")]
+                recs = [
+                    r
+                    for r in records
+                    if r["dataset"] == dataset and r["backbone"] == backbone and r["vectors"] in (kind, "none")
+                ]
                 if recs:
                     panels[(dataset, backbone, kind)] = recs
     return panels
@@ -71,7 +74,9 @@ def plot_loss_curves(records, path, method_order=None, vector_order=None):
     fig, axes = _grid(plt, len(panels))
     for ax, ((dataset, backbone, kind), recs) in zip(axes, panels.items()):
         for method in methods:
-            curves = [r["train_loss_per_batch"] for r in recs if r["method"] == method and r.get("train_loss_per_batch")]
+            curves = [
+                r["train_loss_per_batch"] for r in recs if r["method"] == method and r.get("train_loss_per_batch")
+            ]
             if not curves:
                 continue
             n = max(len(c) for c in curves)
@@ -106,8 +111,15 @@ def plot_longtail(records, path, method_order=None, vector_order=None):
             mat = np.array(mats, dtype=float)
             n_buckets = mat.shape[1]
             x = np.arange(n_buckets) + (j - (len(present) - 1) / 2) * width
-            ax.bar(x, np.nanmean(mat, axis=0), width, color=colors[method], label=method,
-                   yerr=np.nanstd(mat, axis=0) if len(mats) > 1 else None, capsize=1.5)
+            ax.bar(
+                x,
+                np.nanmean(mat, axis=0),
+                width,
+                color=colors[method],
+                label=method,
+                yerr=np.nanstd(mat, axis=0) if len(mats) > 1 else None,
+                capsize=1.5,
+            )
         example = recs[0]["longtail"]["buckets"]
         ax.set_xticks(range(n_buckets))
         ax.set_xticklabels([f"b{b['bucket']}\n{b['pop_min']}-{b['pop_max']}" for b in example], fontsize=7)

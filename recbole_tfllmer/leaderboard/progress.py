@@ -42,8 +42,10 @@ class CellProgress:
             logger.warning(f"[leaderboard] ignoring unreadable progress file ({err}); the cell starts afresh")
             return None
         if state.get("fingerprint") != self.fingerprint:
-            logger.warning(f"[leaderboard] {self.path} was written for another configuration of this cell "
-                           f"(fingerprint {state.get('fingerprint')} != {self.fingerprint}); the cell starts afresh")
+            logger.warning(
+                f"[leaderboard] {self.path} was written for another configuration of this cell "
+                f"(fingerprint {state.get('fingerprint')} != {self.fingerprint}); the cell starts afresh"
+            )
             return None
         return state
 

@@ -107,11 +107,37 @@ def _metrics(result):
 
 
 RECORDED_CONFIG_KEYS = (
-    "model", "backbone", "dataset", "seed", "epochs", "stopping_step", "eval_step", "learning_rate",
-    "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "item_init",
-    "item_norm", "item_norm_scale", "item_norm_learnable", "init_scale", "rec_pca_lambda", "graph_window",
-    "graph_weighting", "text_encoder", "text_encoder_type", "text_pooling", "text_normalize", "valid_metric", "topk",
-    "eval_args", "loss_type", "reproducibility", "device",
+    "model",
+    "backbone",
+    "dataset",
+    "seed",
+    "epochs",
+    "stopping_step",
+    "eval_step",
+    "learning_rate",
+    "train_batch_size",
+    "eval_batch_size",
+    "MAX_ITEM_LIST_LENGTH",
+    "hidden_size",
+    "embedding_size",
+    "item_init",
+    "item_norm",
+    "item_norm_scale",
+    "item_norm_learnable",
+    "init_scale",
+    "rec_pca_lambda",
+    "graph_window",
+    "graph_weighting",
+    "text_encoder",
+    "text_encoder_type",
+    "text_pooling",
+    "text_normalize",
+    "valid_metric",
+    "topk",
+    "eval_args",
+    "loss_type",
+    "reproducibility",
+    "device",
 )
 
 
@@ -134,12 +160,17 @@ class _FitLog:
 
     def state(self, trainer, fit_seconds):
         return {
-            "valid_scores": self.valid_scores, "best_epoch": self.best_epoch, "best_state_dict": self.best_state_dict,
+            "valid_scores": self.valid_scores,
+            "best_epoch": self.best_epoch,
+            "best_state_dict": self.best_state_dict,
             "epoch_train_seconds": self.train_seconds + list(trainer.epoch_train_seconds),
             "epoch_valid_seconds": self.valid_seconds + list(trainer.epoch_valid_seconds),
             "train_loss": {int(k): float(v) for k, v in trainer.train_loss_dict.items()},
-            "fit_seconds": fit_seconds, "stopped": self.stopped, "resumes": self.resumes,
-            "code_fingerprints": self.code_fingerprints, "cond_init": self.cond_init,
+            "fit_seconds": fit_seconds,
+            "stopped": self.stopped,
+            "resumes": self.resumes,
+            "code_fingerprints": self.code_fingerprints,
+            "cond_init": self.cond_init,
         }
 
 
@@ -174,7 +205,9 @@ def _fit(job, config, trainer, model, train_data, valid_data, fit_log, progress)
         # RecBole stops when cur_step exceeds stopping_step; it breaks right after this callback
         fit_log.stopped = trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs
         if progress is not None:
-            progress.save(trainer, epoch_idx, fit_log.state(trainer, fit_seconds_before + time.perf_counter() - started))
+            progress.save(
+                trainer, epoch_idx, fit_log.state(trainer, fit_seconds_before + time.perf_counter() - started)
+            )
         logger.info(f"[leaderboard] {job['cell_id']} epoch {epoch_idx} valid {valid_score:.5f}")
 
     if fit_log.stopped:  # resumed after its last evaluation: only what fit() sets up for evaluate()
@@ -190,8 +223,13 @@ def _fit(job, config, trainer, model, train_data, valid_data, fit_log, progress)
 def _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result):
     """Per-user test ranks (stored compactly for the paired intervals) and NDCG@k by popularity
     bucket, from our own full-sort pass, checked against RecBole's test metrics."""
-    from recbole_tfllmer.leaderboard.longtail import (bucket_metrics, full_sort_ranks, hit_at_k, ndcg_at_k,
-                                                   training_popularity)
+    from recbole_tfllmer.leaderboard.longtail import (
+        bucket_metrics,
+        full_sort_ranks,
+        hit_at_k,
+        ndcg_at_k,
+        training_popularity,
+    )
     from recbole_tfllmer.leaderboard.paired import encode_ranks, rows_hash
 
     lt_cfg = job.get("longtail") or {"buckets": 5, "k": 10}
@@ -252,8 +290,9 @@ def run_cell(job, workdir=None):
             logger.info(f"[leaderboard] {job['cell_id']}: resumed after epoch {saved['epoch']} from {progress.path}")
         cond_seconds = time.perf_counter() - t0
 
-        best_valid_score, best_valid_result = _fit(job, config, trainer, model, train_data, valid_data, fit_log,
-                                                   progress if not own_tmp else None)
+        best_valid_score, best_valid_result = _fit(
+            job, config, trainer, model, train_data, valid_data, fit_log, progress if not own_tmp else None
+        )
         t0 = time.perf_counter()
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         test_seconds = time.perf_counter() - t0
@@ -263,7 +302,9 @@ def run_cell(job, workdir=None):
         scores = [v["score"] for v in fit_log.valid_scores]
         best_epoch = None
         if scores:
-            best_epoch = fit_log.valid_scores[int(np.argmax(scores) if config["valid_metric_bigger"] else np.argmin(scores))]["epoch"]
+            best_epoch = fit_log.valid_scores[
+                int(np.argmax(scores) if config["valid_metric_bigger"] else np.argmin(scores))
+            ]["epoch"]
         train_seconds = fit_log.train_seconds + list(trainer.epoch_train_seconds)
         train_loss = [float(trainer.train_loss_dict[e]) for e in sorted(trainer.train_loss_dict)]
         info = model.init_report.as_dict() if hasattr(model, "init_report") else {}
@@ -363,7 +404,9 @@ def main(argv=None):
     try:
         record = run_cell(job, workdir=job.get("workdir"))
     except Exception:
-        store.write_failure(job["cell_id"], {"cell_id": job["cell_id"], "job": job, "traceback": traceback.format_exc()})
+        store.write_failure(
+            job["cell_id"], {"cell_id": job["cell_id"], "job": job, "traceback": traceback.format_exc()}
+        )
         traceback.print_exc()
         return 1
     store.write(job["cell_id"], record)

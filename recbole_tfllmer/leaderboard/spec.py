@@ -98,8 +98,10 @@ class LeaderboardSpec:
         path = Path(self.method_dir) / f"{method}.yaml"
         if not path.is_file():
             shipped = sorted(p.stem for p in Path(self.method_dir).glob("*.yaml"))
-            raise SpecError(f"leaderboard {self.path}: method {method!r} has no preset {path}; "
-                            f"presets in {self.method_dir}: {', '.join(shipped) or 'none'}")
+            raise SpecError(
+                f"leaderboard {self.path}: method {method!r} has no preset {path}; "
+                f"presets in {self.method_dir}: {', '.join(shipped) or 'none'}"
+            )
         return path
 
     def method_options(self, method):
@@ -171,8 +173,10 @@ def _check_tuning(raw, methods, path):
     space = tuning.get("space") or {}
     missing = [m for m in methods if m not in space]
     if missing:
-        raise SpecError(f"{where}.space has no grid for method(s) {missing}: every method gets the same budget, "
-                        f"so every method needs a grid (at least one option)")
+        raise SpecError(
+            f"{where}.space has no grid for method(s) {missing}: every method gets the same budget, "
+            f"so every method needs a grid (at least one option)"
+        )
     for method, grid in space.items():
         if method not in methods:
             raise SpecError(f"{where}.space names {method!r}, which is not in `methods`")
@@ -181,8 +185,12 @@ def _check_tuning(raw, methods, path):
         for option, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise SpecError(f"{where}.space.{method}.{option} must be a non-empty list of values")
-    return {"trials": trials, "seed": int(tuning.get("seed", raw["seeds"][0])),
-            "sampler_seed": int(tuning.get("sampler_seed", 0)), "space": space}
+    return {
+        "trials": trials,
+        "seed": int(tuning.get("seed", raw["seeds"][0])),
+        "sampler_seed": int(tuning.get("sampler_seed", 0)),
+        "space": space,
+    }
 
 
 def _resolve(path, base):
@@ -218,8 +226,10 @@ def spec_from_dict(raw, path=None):
             raise SpecError(f"dataset {name!r}: give its `properties` yaml")
         entry["properties"] = _resolve(entry["properties"], base)
         if not entry["properties"].is_file():
-            raise SpecError(f"leaderboard {path}: dataset {name!r}: no properties file {entry['properties']} "
-                            f"(relative paths are read beside the yaml, then from the current directory)")
+            raise SpecError(
+                f"leaderboard {path}: dataset {name!r}: no properties file {entry['properties']} "
+                f"(relative paths are read beside the yaml, then from the current directory)"
+            )
         overrides = dict(entry.get("overrides") or {})
         if "data_path" in overrides:  # absolute, so cell processes (run elsewhere) find the data
             overrides["data_path"] = str(_resolve(overrides["data_path"], base)) + os.sep

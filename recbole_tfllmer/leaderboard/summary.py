@@ -50,7 +50,11 @@ def aggregate(records, method_order=None, vector_order=None):
     def order_key(key):
         dataset, backbone, vectors, method = key
         m = method_order.index(method) if method_order and method in method_order else 999
-        v = vector_order.index(vectors) if vector_order and vectors in vector_order else (-1 if vectors == "none" else 999)
+        v = (
+            vector_order.index(vectors)
+            if vector_order and vectors in vector_order
+            else (-1 if vectors == "none" else 999)
+        )
         return (dataset, backbone, v, m, method)
 
     rows = []
@@ -72,8 +76,9 @@ def aggregate(records, method_order=None, vector_order=None):
         )
         row["epochs_run_mean"], _ = mean_std([r.get("epochs_run") for r in recs])
         row["best_epoch_mean"], _ = mean_std([r.get("best_epoch") for r in recs])
-        row["epoch_cap_max"] = max((float(r.get("epoch_cap") or _get(r, "config.epochs") or math.nan) for r in recs),
-                                   default=math.nan)
+        row["epoch_cap_max"] = max(
+            (float(r.get("epoch_cap") or _get(r, "config.epochs") or math.nan) for r in recs), default=math.nan
+        )
         row["epoch_seconds_mean"], _ = mean_std(
             [float(np.mean(r["epoch_train_seconds"])) for r in recs if r.get("epoch_train_seconds")]
         )
@@ -118,8 +123,11 @@ def to_csv(rows):
 
 def best_flags(rows, column, bigger=True, decimals=4):
     """Indices of rows whose value in `column`, rounded as displayed, is the best."""
-    vals = [(i, round(r[column], decimals)) for i, r in enumerate(rows)
-            if isinstance(r.get(column), float) and math.isfinite(r[column])]
+    vals = [
+        (i, round(r[column], decimals))
+        for i, r in enumerate(rows)
+        if isinstance(r.get(column), float) and math.isfinite(r[column])
+    ]
     if not vals:
         return set()
     best = max(v for _, v in vals) if bigger else min(v for _, v in vals)
@@ -154,8 +162,11 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
         by_dataset.setdefault(row["dataset"], []).append(row)
     for dataset, drows in by_dataset.items():
         paired = any(comparisons.get((dataset, b, m)) for b in {r["backbone"] for r in drows} for m in METRICS)
-        legend = ("bold = first: best mean and the paired 95% interval against the runner-up excludes zero"
-                  if paired else "best mean per column in bold; no paired intervals (cells without per-user ranks)")
+        legend = (
+            "bold = first: best mean and the paired 95% interval against the runner-up excludes zero"
+            if paired
+            else "best mean per column in bold; no paired intervals (cells without per-user ranks)"
+        )
         lines += [f"## {dataset}: test metrics (mean ± std over seeds; {legend})", ""]
         backbones = list(OrderedDict.fromkeys(r["backbone"] for r in drows))
         header = ["Method", "Vectors", "Seeds"]
@@ -173,7 +184,9 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
             for metric in METRICS:
                 comp = comparisons.get((dataset, b, metric))
                 if comp:
-                    bold[(b, metric)] = {i for i, r in present if comp.get((r["vectors"], r["method"]), {}).get("first")}
+                    bold[(b, metric)] = {
+                        i for i, r in present if comp.get((r["vectors"], r["method"]), {}).get("first")
+                    }
                 else:
                     flags = best_flags([r for _, r in present], f"test_{metric}_mean")
                     bold[(b, metric)] = {present[j][0] for j in flags}
@@ -192,17 +205,47 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
         lines += paired_section(dataset, [b for b in backbones], comparisons)
         # diagnostics table
         lines += [f"### {dataset}: training diagnostics (means over seeds)", ""]
-        dh = ["Backbone", "Method", "Vectors", "κ(H) init", "κ(H) end", "final train loss", "epochs", "best epoch",
-              "epoch cap", "s/epoch", "encode s", "graph s", "Rec-PCA s", "peak RSS MB"]
+        dh = [
+            "Backbone",
+            "Method",
+            "Vectors",
+            "κ(H) init",
+            "κ(H) end",
+            "final train loss",
+            "epochs",
+            "best epoch",
+            "epoch cap",
+            "s/epoch",
+            "encode s",
+            "graph s",
+            "Rec-PCA s",
+            "peak RSS MB",
+        ]
         lines.append("| " + " | ".join(dh) + " |")
         lines.append("|" + "---|" * len(dh))
         for r in drows:
-            lines.append("| " + " | ".join([
-                r["backbone"], r["method"], r["vectors"], _sci(r["cond_init_mean"]), _sci(r["cond_end_mean"]),
-                _fmt(r["final_train_loss_mean"]), _fmt(r["epochs_run_mean"], 1), _fmt(r["best_epoch_mean"], 1),
-                _fmt(r["epoch_cap_max"], 0), _fmt(r["epoch_seconds_mean"], 1), _fmt(r["embedding_seconds_mean"], 2), _fmt(r["graph_seconds_mean"], 3),
-                _fmt(r["rec_pca_seconds_mean"], 3), _fmt(r["peak_rss_mb_max"], 0),
-            ]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        r["backbone"],
+                        r["method"],
+                        r["vectors"],
+                        _sci(r["cond_init_mean"]),
+                        _sci(r["cond_end_mean"]),
+                        _fmt(r["final_train_loss_mean"]),
+                        _fmt(r["epochs_run_mean"], 1),
+                        _fmt(r["best_epoch_mean"], 1),
+                        _fmt(r["epoch_cap_max"], 0),
+                        _fmt(r["epoch_seconds_mean"], 1),
+                        _fmt(r["embedding_seconds_mean"], 2),
+                        _fmt(r["graph_seconds_mean"], 3),
+                        _fmt(r["rec_pca_seconds_mean"], 3),
+                        _fmt(r["peak_rss_mb_max"], 0),
+                    ]
+                )
+                + " |"
+            )
         lines.append("")
         lt_cols = sorted(k for k in drows[0] if k.startswith("longtail_b"))
         if lt_cols:
@@ -211,8 +254,11 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
             lines.append("| " + " | ".join(lh) + " |")
             lines.append("|" + "---|" * len(lh))
             for r in drows:
-                lines.append("| " + " | ".join([r["backbone"], r["method"], r["vectors"]] +
-                                               [_fmt(r.get(c)) for c in lt_cols]) + " |")
+                lines.append(
+                    "| "
+                    + " | ".join([r["backbone"], r["method"], r["vectors"]] + [_fmt(r.get(c)) for c in lt_cols])
+                    + " |"
+                )
             lines.append("")
     for note in notes or []:
         lines += [note, ""]
@@ -238,7 +284,9 @@ def write_summary(spec, store, out_dir=None, plots=True):
     ]
     diffs = [r["longtail"]["abs_diff"] for r in current if (r.get("longtail") or {}).get("abs_diff") is not None]
     if diffs:
-        notes.append(f"Own full-sort pass vs RecBole test metrics (NDCG and HR @10, @20): max |difference| = {max(diffs):.2e} over {len(diffs)} cells.")
+        notes.append(
+            f"Own full-sort pass vs RecBole test metrics (NDCG and HR @10, @20): max |difference| = {max(diffs):.2e} over {len(diffs)} cells."
+        )
     codes = sorted({r.get("code_fingerprint") or "unrecorded" for r in current})
     if codes:
         notes.append(f"Plugin source fingerprints of the cells (code_fingerprint): {', '.join(codes)}.")
@@ -250,8 +298,9 @@ def write_summary(spec, store, out_dir=None, plots=True):
     if comparisons:
         atomic_write_text(out_dir / "paired.csv", to_csv(paired_rows(comparisons)))
     atomic_write_text(out_dir / "cells.csv", to_csv(cell_rows(current)))
-    atomic_write_text(out_dir / "leaderboard.md",
-                      to_markdown(rows, f"Leaderboard: {spec.name}", spec.protocol, notes, comparisons))
+    atomic_write_text(
+        out_dir / "leaderboard.md", to_markdown(rows, f"Leaderboard: {spec.name}", spec.protocol, notes, comparisons)
+    )
     written = [out_dir / "leaderboard.csv", out_dir / "cells.csv", out_dir / "leaderboard.md"]
     if comparisons:
         written.append(out_dir / "paired.csv")
@@ -342,15 +391,28 @@ def paired_section(dataset, backbones, comparisons):
             cells = [label[1], label[0]]
             for m in PAIRED_METRICS:
                 e = comps[m][label]
-                first = "**first**" if e["first"] else ("best mean, tied" if e["best_other"] and
-                                                       e["mean"] >= comps[m][e["best_other"]]["mean"] else "")
-                cells += [f"{e['mean']:.4f}", _interval(e["vs_best_other"]) + f" vs {e['best_other'][1]}"
-                          if e["best_other"] else "—", _interval(e["vs_baseline"]), first]
+                first = (
+                    "**first**"
+                    if e["first"]
+                    else (
+                        "best mean, tied" if e["best_other"] and e["mean"] >= comps[m][e["best_other"]]["mean"] else ""
+                    )
+                )
+                cells += [
+                    f"{e['mean']:.4f}",
+                    _interval(e["vs_best_other"]) + f" vs {e['best_other'][1]}" if e["best_other"] else "—",
+                    _interval(e["vs_baseline"]),
+                    first,
+                ]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Difference = this method minus the other (mean over seeds and test users), with its 95% "
-                  "interval: paired bootstrap over test users plus the seed-to-seed spread (Welch t). ¹ one seed on a "
-                  "side: user sampling only. A method is first only where its interval against the best other "
-                  "method excludes zero.", ""]
+        lines += [
+            "",
+            "Difference = this method minus the other (mean over seeds and test users), with its 95% "
+            "interval: paired bootstrap over test users plus the seed-to-seed spread (Welch t). ¹ one seed on a "
+            "side: user sampling only. A method is first only where its interval against the best other "
+            "method excludes zero.",
+            "",
+        ]
     return lines
 
 
@@ -358,8 +420,15 @@ def paired_rows(comparisons):
     rows = []
     for (dataset, backbone, metric), comp in sorted(comparisons.items()):
         for (vectors, method), e in comp.items():
-            row = OrderedDict(dataset=dataset, backbone=backbone, vectors=vectors, method=method, metric=metric,
-                              mean=e["mean"], first=e["first"])
+            row = OrderedDict(
+                dataset=dataset,
+                backbone=backbone,
+                vectors=vectors,
+                method=method,
+                metric=metric,
+                mean=e["mean"],
+                first=e["first"],
+            )
             for kind in ("best_other", "baseline"):
                 d = e[f"vs_{kind}"]
                 row[kind] = "/".join(e[kind][::-1]) if e[kind] else ""

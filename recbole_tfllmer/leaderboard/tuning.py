@@ -81,7 +81,11 @@ def trial_spec(spec, trial):
 
 def trial_record(spec, store, trial):
     record = store.read(trial.trial_id)
-    if record and record.get("status") == "done" and record.get("fingerprint") == trial_spec(spec, trial).fingerprint(trial.cell):
+    if (
+        record
+        and record.get("status") == "done"
+        and record.get("fingerprint") == trial_spec(spec, trial).fingerprint(trial.cell)
+    ):
         return record
     return None
 
@@ -96,8 +100,12 @@ def select(spec, store):
         if any(record is None for _, record in entries):
             continue
         trial, record = max(entries, key=lambda e: (e[1]["best_valid_score"], -e[0].index))
-        selection[key] = {"options": trial.overrides, "trial_id": trial.trial_id,
-                          "valid_score": record["best_valid_score"], "trials": len(entries)}
+        selection[key] = {
+            "options": trial.overrides,
+            "trial_id": trial.trial_id,
+            "valid_score": record["best_valid_score"],
+            "trials": len(entries),
+        }
     return groups, selection
 
 
@@ -110,8 +118,9 @@ def reuse_winning_trial(spec, board_store, trial_store, cell, selection):
     fingerprint = spec.fingerprint(cell)
     if not record or record.get("status") != "done" or record.get("fingerprint") != fingerprint:
         return False
-    board_store.write(cell.cell_id, dict(record, cell_id=cell.cell_id, leaderboard=spec.name,
-                                         reused_from_trial=winner["trial_id"]))
+    board_store.write(
+        cell.cell_id, dict(record, cell_id=cell.cell_id, leaderboard=spec.name, reused_from_trial=winner["trial_id"])
+    )
     return True
 
 
@@ -125,19 +134,25 @@ def write_report(spec, groups, selection, results_root=None):
     atomic_write_json(store.root / "selected.json", selection)
     t = spec.tuning
     lines = [
-        f"# Tuning: {spec.name}", "",
+        f"# Tuning: {spec.name}",
+        "",
         f"Validation-only search, the same budget for every method: {t['trials']} trials per method and vector "
         f"kind, drawn without replacement from the method's grid below (sampler seed {t['sampler_seed']}; the whole "
         f"grid when it has at most {t['trials']} points), each trained once with seed {t['seed']} under the board's "
         "protocol. The winner is the trial with the best validation score (RecBole's `valid_metric` at the best "
         "epoch); test NDCG@10 is shown for the record only and played no part in the choice. The board's cells "
-        "then use the winners' options for every seed.", "",
-        "Grids:", "",
+        "then use the winners' options for every seed.",
+        "",
+        "Grids:",
+        "",
     ]
     for method in spec.methods:
         grid = t["space"][method]
-        lines.append(f"- {method}: " + "; ".join(f"`{k}` ∈ {{{', '.join(_value(v) for v in grid[k])}}}" for k in sorted(grid))
-                     + f" ({len(method_grid(spec, method))} points)")
+        lines.append(
+            f"- {method}: "
+            + "; ".join(f"`{k}` ∈ {{{', '.join(_value(v) for v in grid[k])}}}" for k in sorted(grid))
+            + f" ({len(method_grid(spec, method))} points)"
+        )
     lines.append("")
     for key, entries in groups.items():
         winner = selection.get(key)
@@ -148,8 +163,10 @@ def write_report(spec, groups, selection, results_root=None):
                 lines.append(f"| t{trial.index} | {options} | not run | | |")
                 continue
             bold = "**" if winner and winner["trial_id"] == trial.trial_id else ""
-            lines.append(f"| {bold}t{trial.index}{bold} | {bold}{options}{bold} | {bold}{record['best_valid_score']:.4f}{bold} "
-                         f"| {record['test'].get('ndcg@10', float('nan')):.4f} | {record.get('epochs_run')} |")
+            lines.append(
+                f"| {bold}t{trial.index}{bold} | {bold}{options}{bold} | {bold}{record['best_valid_score']:.4f}{bold} "
+                f"| {record['test'].get('ndcg@10', float('nan')):.4f} | {record.get('epochs_run')} |"
+            )
         lines.append("")
     atomic_write_text(store.root.parent / "tuning.md", "\n".join(lines))
     return [store.root / "selected.json", store.root.parent / "tuning.md"]

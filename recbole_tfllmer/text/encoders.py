@@ -26,7 +26,6 @@ BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
-
 def config_value(config, key, default=None):
     """`config[key]`, where a missing key (KeyError, or None from RecBole's Config) means
     the declared default (options.py). Keys whose default is ~ keep None as a real value."""
@@ -151,8 +150,17 @@ def _torch_dtype(name):
 class _LazyEncoder:
     kind = None
 
-    def __init__(self, model_path, device=None, dtype="float32", batch_size=64, max_length=128,
-                 normalize=None, show_progress=False, allow_download=False):
+    def __init__(
+        self,
+        model_path,
+        device=None,
+        dtype="float32",
+        batch_size=64,
+        max_length=128,
+        normalize=None,
+        show_progress=False,
+        allow_download=False,
+    ):
         self.model_path = model_path
         self.model_name = model_display_name(model_path)
         self.device = _resolve_device(device)
@@ -175,8 +183,9 @@ class _LazyEncoder:
             t0 = time.perf_counter()
             self._load()
             self.load_seconds = time.perf_counter() - t0
-            logging.getLogger().info(f"text encoder {self.model_name} ({self.kind}) loaded in {self.load_seconds:.1f} s "
-                           f"on {self.device}")
+            logging.getLogger().info(
+                f"text encoder {self.model_name} ({self.kind}) loaded in {self.load_seconds:.1f} s " f"on {self.device}"
+            )
         return self
 
     def _base_identity(self, pooling, normalize):
@@ -227,8 +236,11 @@ class SentenceTransformerEncoder(_LazyEncoder):
                 if os.path.isfile(cfg):
                     with open(cfg, "r", encoding="utf-8") as f:
                         pc = json.load(f)
-                    modes = [re.sub(r"_tokens?$", "", k[len("pooling_mode_"):])
-                             for k, v in pc.items() if k.startswith("pooling_mode_") and v is True]
+                    modes = [
+                        re.sub(r"_tokens?$", "", k[len("pooling_mode_") :])
+                        for k, v in pc.items()
+                        if k.startswith("pooling_mode_") and v is True
+                    ]
                     if not modes and isinstance(pc.get("pooling_mode"), str):
                         modes = [pc["pooling_mode"]]
                     pooling = "+".join(sorted(modes)) or "pipeline"
@@ -330,7 +342,10 @@ class TransformersEncoder(_LazyEncoder):
         for start in tqdm(starts, desc=f"encode {os.path.basename(self.model_name)}", disable=not self.show_progress):
             idx = order[start : start + self.batch_size]
             batch = self._tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
                 return_tensors="pt",
             )
             mask = batch["attention_mask"].to(self.device)

@@ -17,10 +17,12 @@ from recbole_tfllmer.errors import ConfigError, ItemTextError, ItemVectorsMissin
 from recbole_tfllmer.options import BY_NAME, check_value
 from recbole_tfllmer.text.encoders import build_text_encoder, config_value
 from recbole_tfllmer.text.item_text import item_texts_from_file, read_header
-from recbole_tfllmer.text.store import (DEFAULT_CHUNK_SIZE, EncodeInfo, encode_with_cache,
-                                        load_precomputed_embeddings, resolve_cache_dir)
-
-
+from recbole_tfllmer.text.store import (
+    EncodeInfo,
+    encode_with_cache,
+    load_precomputed_embeddings,
+    resolve_cache_dir,
+)
 
 
 @dataclass
@@ -105,8 +107,15 @@ def _raw_item_tokens(config, iid_field, opts):
         if not cols:
             continue
         sep = opts["field_separator"]
-        df = pd.read_csv(path, delimiter=sep, usecols=cols, dtype=str, keep_default_na=False,
-                         encoding=opts["encoding"], engine="c" if len(sep) == 1 else "python")
+        df = pd.read_csv(
+            path,
+            delimiter=sep,
+            usecols=cols,
+            dtype=str,
+            keep_default_na=False,
+            encoding=opts["encoding"],
+            engine="c" if len(sep) == 1 else "python",
+        )
         known.update(df[cols[0]].tolist())
     return known
 
@@ -135,8 +144,10 @@ def _apply_missing_policy(matrix, missing_rows, tokens, policy, what, error_clas
         matrix[missing_rows] = matrix[present].mean(axis=0)
     else:
         matrix[missing_rows] = 0.0
-    logging.getLogger().warning(f"{len(missing_rows)} item(s) have {what} (e.g. {examples}); "
-                      f"missing_text_policy={policy}: filled with {'the mean vector' if policy == 'mean' else 'zeros'}.")
+    logging.getLogger().warning(
+        f"{len(missing_rows)} item(s) have {what} (e.g. {examples}); "
+        f"missing_text_policy={policy}: filled with {'the mean vector' if policy == 'mean' else 'zeros'}."
+    )
 
 
 def compute_item_embeddings_with_info(config, dataset, encoder=None):
@@ -165,20 +176,21 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
                 missing.append(i)
             else:
                 matrix[i] = vectors[j]
-        _apply_missing_policy(matrix, missing, tokens, policy, f"no vector in {precomputed!r}",
-                              error_class=ItemVectorsMissingError)
+        _apply_missing_policy(
+            matrix, missing, tokens, policy, f"no vector in {precomputed!r}", error_class=ItemVectorsMissingError
+        )
         unused = len(file_tokens) - (n - 1 - len(missing))
         result = ItemEmbeddings(matrix, tokens, [tokens[i] for i in missing], os.path.abspath(precomputed))
         result.seconds = time.perf_counter() - t0
-        logging.getLogger().info(f"item embeddings: {n - 1} items x {matrix.shape[1]} from {precomputed} "
-                       f"({unused} vectors for items not in the built dataset ignored) in {result.seconds:.1f} s")
+        logging.getLogger().info(
+            f"item embeddings: {n - 1} items x {matrix.shape[1]} from {precomputed} "
+            f"({unused} vectors for items not in the built dataset ignored) in {result.seconds:.1f} s"
+        )
         return result
 
     item_file = os.path.join(str(config_value(config, "data_path")), f"{config_value(config, 'dataset')}.item")
     template = config_value(config, "text_template")
-    texts_by_token, fields = item_texts_from_file(
-        item_file, iid_field, _text_fields(config), template, **opts
-    )
+    texts_by_token, fields = item_texts_from_file(item_file, iid_field, _text_fields(config), template, **opts)
     row_texts = [None] + [texts_by_token.get(t) for t in tokens[1:]]
     missing = [i for i in range(1, n) if row_texts[i] is None]
     if missing and (policy == "error" or len(missing) == n - 1):  # fail before paying for an encoder
@@ -190,8 +202,13 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     if present:
         cache_dir = resolve_cache_dir(config)
         vectors, info = encode_with_cache(
-            encoder, [tokens[i] for i in present], [row_texts[i] for i in present], cache_dir,
-            config_value(config, "dataset"), template=template, fields=fields,
+            encoder,
+            [tokens[i] for i in present],
+            [row_texts[i] for i in present],
+            cache_dir,
+            config_value(config, "dataset"),
+            template=template,
+            fields=fields,
             chunk_size=_chunk_size(config),
         )
         matrix = np.zeros((n, vectors.shape[1]), dtype=np.float32)
@@ -200,10 +217,13 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
         info = EncodeInfo("", False, 0, 0)
         matrix = np.zeros((n, encoder.dimension), dtype=np.float32)
     _apply_missing_policy(matrix, missing, tokens, policy, f"no text in {item_file} (fields {', '.join(fields)})")
-    result = ItemEmbeddings(matrix, tokens, [tokens[i] for i in missing], "encoder", row_texts, info,
-                            time.perf_counter() - t0)
+    result = ItemEmbeddings(
+        matrix, tokens, [tokens[i] for i in missing], "encoder", row_texts, info, time.perf_counter() - t0
+    )
     how = "cache hit" if info.cache_hit else f"encoded {info.n_encoded} in {info.encode_seconds:.1f} s"
-    logging.getLogger().info(f"item embeddings: {n - 1} items x {matrix.shape[1]} ({how}; {len(missing)} missing) in {result.seconds:.1f} s")
+    logging.getLogger().info(
+        f"item embeddings: {n - 1} items x {matrix.shape[1]} ({how}; {len(missing)} missing) in {result.seconds:.1f} s"
+    )
     return result
 
 

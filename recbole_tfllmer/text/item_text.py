@@ -103,8 +103,9 @@ def read_item_table(item_file, id_field, fields, field_separator="\t", seq_separ
         raise garbled_file_error(item_file, field_separator, encoding, len(header), str(e).strip()) from None
 
     if len(df.columns) != len(header) or not isinstance(df.index, pd.RangeIndex) or df.isna().to_numpy().any():
-        raise garbled_file_error(item_file, field_separator, encoding, len(header),
-                                 "some rows have the wrong number of fields")
+        raise garbled_file_error(
+            item_file, field_separator, encoding, len(header), "some rows have the wrong number of fields"
+        )
     df.columns = names
 
     tokens = df[id_field].tolist()
@@ -134,9 +135,7 @@ def template_fields(template):
         if name is None:
             continue
         if name == "" or not name.isidentifier():
-            raise ConfigError(
-                f"`text_template` {template!r}: use named fields such as {{title}}; got {{{name}}}."
-            )
+            raise ConfigError(f"`text_template` {template!r}: use named fields such as {{title}}; got {{{name}}}.")
         if spec or conv:
             raise ConfigError(
                 f"`text_template` {template!r}: format specs/conversions are not supported ({{{name}...}}); "
@@ -218,8 +217,9 @@ def _split_template(template):
     return [s for s in segments if s.strip()]
 
 
-def item_texts_from_file(item_file, id_field, fields=None, template=None, field_separator="\t",
-                         seq_separator=" ", encoding="utf-8"):
+def item_texts_from_file(
+    item_file, id_field, fields=None, template=None, field_separator="\t", seq_separator=" ", encoding="utf-8"
+):
     """token -> text (or None) for every row of the file, plus the fields used.
 
     With a template and no explicit fields, the fields are the template's; the template
@@ -283,7 +283,7 @@ def garbled_file_error(path, field_separator, encoding, n_fields, fallback, erro
         return error_class(
             f"{kind} '{path}' is garbled: line {bad[0]} opens a double quote (\") that is not closed on that "
             f"line, so the field runs on over {bad[2]} lines. Close or remove the quote, or write a literal "
-            f"quote as \"\" inside a quoted field."
+            f'quote as "" inside a quoted field.'
         )
     where = f"line {bad[0]} has {bad[1]} fields" if bad is not None and bad[1] is not None else fallback
     return error_class(

@@ -23,14 +23,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from recbole_tfllmer.options import default_of
 from recbole_tfllmer.atomic import atomic_write
 from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, EmbeddingFileNotFoundError
+from recbole_tfllmer.options import default_of
 
 CACHE_FORMAT = 1
 DEFAULT_CHUNK_SIZE = default_of("embedding_chunk_size")
 _STALE_TEMP_SECONDS = 3600
-
 
 
 @dataclass
@@ -102,7 +101,9 @@ def resolve_cache_dir(config):
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f"`embedding_cache_dir` {path!r} cannot be created ({e}). Choose a writable directory.") from None
+            raise ConfigError(
+                f"`embedding_cache_dir` {path!r} cannot be created ({e}). Choose a writable directory."
+            ) from None
         if not _dir_is_writable(path):
             raise ConfigError(f"`embedding_cache_dir` {path!r} is not writable. Choose a writable directory.")
         reason = "embedding_cache_dir"
@@ -229,8 +230,11 @@ def _load_chunk(partial_dir, index, key, start, stop):
             meta = json.load(f)
     except (OSError, ValueError):
         meta = None
-    if not isinstance(meta, dict) or (meta.get("key"), meta.get("start"), meta.get("stop")) != (key, start, stop) \
-            or not isinstance(meta.get("dim"), int):
+    if (
+        not isinstance(meta, dict)
+        or (meta.get("key"), meta.get("start"), meta.get("stop")) != (key, start, stop)
+        or not isinstance(meta.get("dim"), int)
+    ):
         logging.getLogger().warning(f"embedding cache chunk {json_path} does not belong to this run; re-encoding it.")
         return None
     arr, reason = _load_verified(npy_path, meta, (stop - start, meta["dim"]))
@@ -239,8 +243,9 @@ def _load_chunk(partial_dir, index, key, start, stop):
     return arr
 
 
-def encode_with_cache(encoder, tokens, texts, cache_dir, dataset_name, template=None, fields=None,
-                      chunk_size=DEFAULT_CHUNK_SIZE):
+def encode_with_cache(
+    encoder, tokens, texts, cache_dir, dataset_name, template=None, fields=None, chunk_size=DEFAULT_CHUNK_SIZE
+):
     """(matrix float32 (n, D) in `tokens` order, EncodeInfo), encoding only on a cache miss.
 
     `encoder` needs `.identity` and `.encode(list[str])`; its `.load()` (if any) is called
@@ -285,13 +290,25 @@ def encode_with_cache(encoder, tokens, texts, cache_dir, dataset_name, template=
             c_npy, c_json = _chunk_paths(partial_dir, index)
             os.makedirs(partial_dir, exist_ok=True)  # a concurrent run may have committed and cleaned up
             sha = _save_npy_atomic(c_npy, arr)
-            _save_json_atomic(c_json, {"key": key, "index": index, "start": start, "stop": stop,
-                                       "dim": int(arr.shape[1]), "npy_sha256": sha, "created_at": _now_iso()})
+            _save_json_atomic(
+                c_json,
+                {
+                    "key": key,
+                    "index": index,
+                    "start": start,
+                    "stop": stop,
+                    "dim": int(arr.shape[1]),
+                    "npy_sha256": sha,
+                    "created_at": _now_iso(),
+                },
+            )
         chunks.append(arr)
     dims = {c.shape[1] for c in chunks}
     if len(dims) != 1:
         shutil.rmtree(partial_dir, ignore_errors=True)
-        raise ValueError(f"chunks in {partial_dir} have different dimensions {sorted(dims)}; they were removed, run again")
+        raise ValueError(
+            f"chunks in {partial_dir} have different dimensions {sorted(dims)}; they were removed, run again"
+        )
     matrix = np.concatenate(chunks, axis=0) if n else chunks[0][:0]
 
     sha = _save_npy_atomic(npy_path, matrix)
@@ -313,17 +330,27 @@ def encode_with_cache(encoder, tokens, texts, cache_dir, dataset_name, template=
     shutil.rmtree(partial_dir, ignore_errors=True)
     _remove_stale_temps(cache_dir, os.path.basename(npy_path)[: -len(".npy")])
 
-    info = EncodeInfo(npy_path, False, n, n_encoded, n_resumed, load_seconds, encode_seconds,
-                      time.perf_counter() - t_start, key)
+    info = EncodeInfo(
+        npy_path, False, n, n_encoded, n_resumed, load_seconds, encode_seconds, time.perf_counter() - t_start, key
+    )
     resumed = f", {n_resumed} chunk(s) resumed from {partial_dir}" if n_resumed else ""
-    logging.getLogger().info(f"encoded {n_encoded} items in {encode_seconds:.1f} s (model load {load_seconds:.1f} s{resumed}); "
-                   f"cached to {npy_path}")
+    logging.getLogger().info(
+        f"encoded {n_encoded} items in {encode_seconds:.1f} s (model load {load_seconds:.1f} s{resumed}); "
+        f"cached to {npy_path}"
+    )
     return matrix, info
 
 
 # --------------------------------------------------------------------------- bring your own
-def load_precomputed_embeddings(path, known_tokens=None, tokens_path=None, field_separator="\t", seq_separator=" ",
-                                encoding="utf-8", unknown_tokens="error"):
+def load_precomputed_embeddings(
+    path,
+    known_tokens=None,
+    tokens_path=None,
+    field_separator="\t",
+    seq_separator=" ",
+    encoding="utf-8",
+    unknown_tokens="error",
+):
     """(tokens, float32 matrix) from a user's embedding file, checked row by row.
 
     Formats: a `.npy` (n, D) with its tokens in `<stem>.tokens.txt` (one per line, row order;
@@ -363,8 +390,10 @@ def load_precomputed_embeddings(path, known_tokens=None, tokens_path=None, field
         known = set(map(str, known_tokens))
         unknown = [t for t in tokens if t not in known]
         if unknown:
-            msg = (f"Embedding file {path!r} has {len(unknown)} item token(s) the dataset does not know, e.g. "
-                   f"{', '.join(repr(t) for t in unknown[:5])}.")
+            msg = (
+                f"Embedding file {path!r} has {len(unknown)} item token(s) the dataset does not know, e.g. "
+                f"{', '.join(repr(t) for t in unknown[:5])}."
+            )
             if unknown_tokens == "error":
                 raise EmbeddingFileError(
                     msg + " Are these the dataset's raw item tokens (not RecBole's internal ids), and is it the "
@@ -431,8 +460,9 @@ def _read_atomic_embeddings(path, field_separator, seq_separator, encoding):
         with open(path, "r", encoding=encoding, newline="") as f:
             head = f.readline().rstrip("\r\n").lstrip("\ufeff")
     except UnicodeDecodeError as e:
-        raise EmbeddingFileError(f"Embedding file {path!r} cannot be decoded as {encoding!r} ({e.reason}); "
-                                 f"set `encoding`.") from None
+        raise EmbeddingFileError(
+            f"Embedding file {path!r} cannot be decoded as {encoding!r} ({e.reason}); " f"set `encoding`."
+        ) from None
     cols = [c.partition(":") for c in head.split(field_separator)]
     token_cols = [i for i, (n, s, t) in enumerate(cols) if s and t == "token"]
     float_cols = [i for i, (n, s, t) in enumerate(cols) if s and t == "float_seq"]
@@ -442,8 +472,9 @@ def _read_atomic_embeddings(path, field_separator, seq_separator, encoding):
             f"(header: {head!r}), e.g. `iid:token{field_separator}emb:float_seq`, or be a .npy file."
         )
     try:
-        df = pd.read_csv(path, delimiter=field_separator, dtype=str, keep_default_na=False, encoding=encoding,
-                         engine="python")
+        df = pd.read_csv(
+            path, delimiter=field_separator, dtype=str, keep_default_na=False, encoding=encoding, engine="python"
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise EmbeddingFileError(f"Embedding file {path!r} is garbled ({e}); check `field_separator`.") from None
     tok_values = df.iloc[:, token_cols[0]].tolist()

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
-from .cooccurrence import available_cores, as_checked_csr, connected_mask, graph_total_variation
+from .cooccurrence import as_checked_csr, available_cores, connected_mask, graph_total_variation
 
 try:  # optional (ships with scikit-learn); without it LAPACK runs with its default threads
     from threadpoolctl import threadpool_limits
@@ -138,9 +138,7 @@ def check_solver_options(solver, tol, max_iter) -> str:
 
 def _as_embedding_matrix(X) -> np.ndarray:
     arr = np.asarray(X)
-    numeric = arr.dtype != object and (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    )
+    numeric = arr.dtype != object and (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer))
     if not numeric:
         raise ValueError(f"X must be a real numeric matrix, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
@@ -218,9 +216,7 @@ def _sparse_times_columns(sparse, prepare_columns, n_columns, out):
     from it; scipy's kernel releases the GIL, so blocks run in parallel on all cores.
     Blocks write disjoint columns of ``out``.
     """
-    blocks = [
-        slice(s, min(s + _SPARSE_COLUMN_BLOCK, n_columns)) for s in range(0, n_columns, _SPARSE_COLUMN_BLOCK)
-    ]
+    blocks = [slice(s, min(s + _SPARSE_COLUMN_BLOCK, n_columns)) for s in range(0, n_columns, _SPARSE_COLUMN_BLOCK)]
 
     def multiply(cols):
         out[:, cols] = sparse @ prepare_columns(cols)
@@ -325,9 +321,7 @@ def _top_eigenvectors(matrix, n_vectors):
     """
     dim = matrix.shape[0]
     with _single_threaded_lapack():
-        values, vectors = sla.eigh(
-            matrix, lower=False, subset_by_index=[dim - n_vectors, dim - 1], check_finite=False
-        )
+        values, vectors = sla.eigh(matrix, lower=False, subset_by_index=[dim - n_vectors, dim - 1], check_finite=False)
     return values[::-1].copy(), _fix_signs(vectors[:, ::-1].copy())
 
 
@@ -427,8 +421,16 @@ def _project(X, row_scale, mean, basis):
 # public entry point
 # --------------------------------------------------------------------------------------
 def rec_pca_projection(
-    X, norm_adjacency, n_components, lam=0.5, center=True, row_normalize=False, whiten=False,
-    solver="auto", tol=1e-5, max_iter=100,
+    X,
+    norm_adjacency,
+    n_components,
+    lam=0.5,
+    center=True,
+    row_normalize=False,
+    whiten=False,
+    solver="auto",
+    tol=1e-5,
+    max_iter=100,
 ) -> RecPCAResult:
     """Rec-PCA projection of LLM item embeddings (method-notes, "Rec-PCA as we formulate it").
 
@@ -494,8 +496,16 @@ def rec_pca_projection(
     pca_components = None
     if solver == "iterative":
         eigenvalues, components, total_variance, iteration_info = _iterative_top_eigenvectors(
-            X, graph if use_graph else None, connected if use_graph else np.zeros(n_items, dtype=bool),
-            lam if use_graph else 0.0, row_scale, mean, n_components, tol, max_iter, seconds,
+            X,
+            graph if use_graph else None,
+            connected if use_graph else np.zeros(n_items, dtype=bool),
+            lam if use_graph else 0.0,
+            row_scale,
+            mean,
+            n_components,
+            tol,
+            max_iter,
+            seconds,
         )
         solver_info.update(iteration_info)
         if iteration_info["relative_residual"] > tol:

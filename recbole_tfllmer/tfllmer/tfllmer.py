@@ -22,12 +22,12 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import set_color
 
-from recbole_tfllmer.errors import ConfigError, GraphError
 from recbole_tfllmer.backbones import backbone_spec, validate_backbone_options
-from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
+from recbole_tfllmer.errors import ConfigError, GraphError
 from recbole_tfllmer.item_tables import normalize_item_table, normalize_rows_once
-from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 from recbole_tfllmer.options import plugin_options
+from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
+from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
 
 def cooccurrence_graph_from_split(config, dataset):
@@ -70,8 +70,13 @@ class InitReport:
 
     def as_dict(self):
         """Flat keys (rec_pca_<stat>), as the records have always stored them."""
-        flat = {"backbone": self.backbone, "graph_edges": self.graph_edges, "graph_seconds": self.graph_seconds,
-                "rec_pca_seconds": self.rec_pca_seconds, **{f"rec_pca_{k}": v for k, v in self.rec_pca.items()}}
+        flat = {
+            "backbone": self.backbone,
+            "graph_edges": self.graph_edges,
+            "graph_seconds": self.graph_seconds,
+            "rec_pca_seconds": self.rec_pca_seconds,
+            **{f"rec_pca_{k}": v for k, v in self.rec_pca.items()},
+        }
         return {k: v for k, v in flat.items() if v is not None}
 
 
