@@ -4,6 +4,7 @@ run_recbole_tfllmer.py -m TFLLMER -d ml-100k --backbone=GRU4Rec --epochs=5
 """
 
 import argparse
+import logging
 import sys
 
 from recbole_tfllmer.errors import TFLLMERError
@@ -72,9 +73,25 @@ def main(argv=None):
             cmd_args=overrides,
         )
     except TFLLMERError as err:
-        print(f"recbole-tfllmer: error: {err}", file=sys.stderr)
+        report(f"recbole-tfllmer: error: {err}")
         return 2
+    except KeyboardInterrupt:
+        # the best model so far is in its checkpoint (saved after each new best epoch)
+        report(
+            "recbole-tfllmer: interrupted (Ctrl-C); the best model so far is in the run's checkpoint under "
+            "`checkpoint_dir` (load it with recbole_tfllmer.load_data_and_model)"
+        )
+        return 130
     return 0
+
+
+def report(message):
+    """One line on stderr, and the same line in the run's log file when RecBole's logger has one."""
+    print(message, file=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("recbole_tfllmer", logging.ERROR, __file__, 0, message, None, None))
+            handler.flush()
 
 
 if __name__ == "__main__":

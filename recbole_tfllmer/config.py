@@ -75,6 +75,18 @@ class TFLLMERConfig(Config):
         self._update_internal_config_dict(plugin_model_yaml(model))
         self.internal_config_dict["backbone"] = self.backbone_class.__name__
 
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        if self.backbone_class is not None and "train_neg_sample_args" not in self.external_config_dict:
+            # RecBole's own rule, per backbone: a CE loss trains on all items and must sample no
+            # negatives (RecBole refuses CE with sampling), a pairwise (BPR) loss keeps RecBole's
+            # default sampling. So every config RecBole accepts for the backbone works as it is.
+            from recbole_tfllmer.backbones import backbone_spec, needs_sampled_negatives
+
+            if not needs_sampled_negatives(backbone_spec(self.backbone_class.__name__), final):
+                final["train_neg_sample_args"] = None
+        return final
+
     def _set_default_parameters(self):
         # RecBole derives MODEL_INPUT_TYPE from the model class (SINE and TransRec are
         # pairwise): the wrapper trains exactly as its backbone, so ask the backbone.

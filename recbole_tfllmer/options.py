@@ -55,15 +55,6 @@ TEXT_DTYPES = ("float32", "float16", "bfloat16")
 OPTIONS = (
     # -- backbone ----------------------------------------------------------------------------
     Option("backbone", "SASRec", "any supported RecBole sequential model (see README)", "backbone", "str"),
-    Option(
-        "train_neg_sample_args",
-        None,
-        "full-softmax CE, the loss RecBole's sequential models default to; "
-        "BPR backbones (TransRec) must set negatives (a clear error says so)",
-        "backbone",
-        nullable=True,
-        values="RecBole's negative sampling dict",
-    ),
     # -- item text ---------------------------------------------------------------------------
     Option(
         "text_fields",
@@ -389,6 +380,20 @@ def _cross_checks(v):
 
 def _raw_values(config):
     return tuple((o.name, repr(_lookup(config, o.name))) for o in OPTIONS)
+
+
+def check_no_misspelt_options(user_options, known_options):
+    """RecBole takes any key, so `--rec_pca_lamda=0.3` would be silently ignored: a key that is
+    neither a RecBole option nor the plugin's but is one letter or two from a plugin option is
+    a ConfigError with the option meant."""
+    import difflib
+
+    for key in user_options:
+        if key in BY_NAME or key in known_options:
+            continue
+        near = difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.85)
+        if near:
+            raise ConfigError(f"unknown option `{key}`: did you mean `{near[0]}`? (RecBole would ignore it silently)")
 
 
 def validate_options(config):

@@ -7,6 +7,7 @@ init_seed, init_logger and Trainer.
 """
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,10 +35,16 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
         # Fail on bad options now, before any data is read or encoded; the typed records go
         # with the config to the data hook and the wrapper, which do not check them again.
         from recbole_tfllmer.backbones import validate_backbone_options
-        from recbole_tfllmer.options import validate_options
+        from recbole_tfllmer.options import check_no_misspelt_options, validate_options
 
+        check_no_misspelt_options(config.external_config_dict, config.internal_config_dict)
         validate_backbone_options(config)
         config.plugin_options = validate_options(config)
+    if config["single_spec"] and "run_id" not in config:
+        # RecBole names logs and checkpoints by the time to the second: two runs started together
+        # from one directory would share them. A run id (pid + random bytes from the OS, so no
+        # seeded RNG is touched) enters RecBole's log-name hash and the checkpoint name.
+        config["run_id"] = f"{os.getpid()}-{os.urandom(3).hex()}"
     return config
 
 

@@ -71,12 +71,12 @@ class WeightsOnlyCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         backbone = config["backbone"] if "backbone" in config else None
-        if backbone:
-            # "TFLLMER-GRU4Rec-Nov-22-2026_19-01-02.pth": the file says what was wrapped.
-            directory, name = os.path.split(self.saved_model_file)
-            self.saved_model_file = os.path.join(
-                directory, name.replace(config["model"], f"{config['model']}-{backbone}", 1)
-            )
+        directory, name = os.path.split(self.saved_model_file)
+        if backbone:  # "TFLLMER-GRU4Rec-Nov-22-2026_19-01-02-<run id>.pth": says what was wrapped
+            name = name.replace(config["model"], f"{config['model']}-{backbone}", 1)
+        if "run_id" in config:  # unique for runs started in the same second (quick_start.build_config)
+            name = name.replace(".pth", f"-{config['run_id']}.pth")
+        self.saved_model_file = os.path.join(directory, name)
 
     # The training DataLoader (RecBole gives each one its own seeded torch.Generator, which
     # drives the shuffle): remembered by fit() so checkpoints can save its state, and given

@@ -203,7 +203,7 @@ def test_unsupported_backbone_fails_clearly_through_the_cli(cli_slice, tmp_path,
 
 def test_pairwise_backbone_without_negatives_fails_clearly_through_the_cli(cli_slice, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(cli_args(cli_slice, "TransRec", tmp_path)) == 2  # the yaml samples no negatives
+    assert cli.main(cli_args(cli_slice, "TransRec", tmp_path)) == 2  # the slice config sets `train_neg_sample_args: ~`
     err = capsys.readouterr().err
     assert "backbone 'TransRec' needs sampled negative items" in err and "`train_neg_sample_args`" in err
 
@@ -289,3 +289,20 @@ def test_backbone_trains_one_epoch_through_the_cli(backbone, cli_slice, tmp_path
 
     # Input lookups and every scoring path read the normalised table.
     assert_every_use_is_normalised(model, spec, observed["train"], observed["test"])
+
+
+@pytest.mark.parametrize(
+    "backbone, options",
+    [("GRU4Rec", {"loss_type": "BPR"}), ("SASRec", {"loss_type": "BPR"}), ("TransRec", {}), ("SASRec", {})],
+)
+def test_configs_recbole_accepts_train_unchanged(cli_slice, backbone, options, tmp_path, monkeypatch, capsys):
+    """RecBole's own sequential test configs set no `train_neg_sample_args`: BPR then samples
+    RecBole's default negatives and CE samples none, through the wrapper as in plain RecBole."""
+    config_file, name = cli_slice
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config.pop("train_neg_sample_args")
+    own = tmp_path / "recbole-style.yaml"
+    own.write_text(yaml.safe_dump({**config, **options, "epochs": 1}), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(cli_args((own, name), backbone, tmp_path)) == 0
+    assert list((tmp_path / "saved").glob(f"TFLLMER-{backbone}-*.pth")), "trained and saved its best model"

@@ -797,6 +797,20 @@ CASES = [
         command_line("--rec_pca_solver=fast"),
     ),
     Case(
+        "option-misspelt",
+        "a misspelt plugin option `--rec_pca_lamda=0.3` (RecBole would ignore it)",
+        errors.ConfigError,
+        "unknown option `rec_pca_lamda`: did you mean `rec_pca_lambda`?",
+        command_line("--rec_pca_lamda=0.3"),
+    ),
+    Case(
+        "model-misspelt",
+        "a misspelt model name `-m TFLLMR` (RecBole fails importing lightgbm)",
+        errors.ConfigError,
+        "unknown model 'TFLLMR' (-m/--model or `model`); did you mean TFLLMER?",
+        command_line("-m", "TFLLMR"),
+    ),
+    Case(
         "rec-pca-tol-out-of-range",
         "`--rec_pca_tol=0`",
         errors.ConfigError,

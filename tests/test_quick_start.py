@@ -71,3 +71,17 @@ def test_test_metrics_come_from_the_best_validation_model(ml_slice, in_tmp):
     assert dict(valid_result) == pytest.approx(dict(result["best_valid_result"]))
     # And the plugin's checkpoints are plain data: torch's strictest loader accepts them.
     torch.load(result["model_file"], weights_only=True)
+
+
+def test_runs_started_in_the_same_second_get_their_own_log_and_checkpoint(ml_slice, tmp_path, in_tmp):
+    """RecBole names both by the time to the second; two runs from one directory must not share them."""
+    from recbole_tfllmer.quick_start import prepare
+    from tests.conftest import slice_config
+
+    data_path, name = ml_slice
+    runs = [prepare(build_config("TFLLMER", name, config_dict=slice_config(data_path, name, tmp_path))) for _ in "ab"]
+    assert runs[0].trainer.saved_model_file != runs[1].trainer.saved_model_file
+    assert all(f"-{r.config['run_id']}.pth" in r.trainer.saved_model_file for r in runs)
+    # RecBole's log file is <model>-<dataset>-<time>-<md5 of the config values>.log
+    config_strings = ["".join(str(v) for v in r.config.final_config_dict.values()) for r in runs]
+    assert config_strings[0] != config_strings[1]

@@ -1,0 +1,51 @@
+"""The command line as a process: Ctrl-C is one line and exit status 130, and the line is in the log."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import slice_config, write_ml100k_slice
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=150)
+    config = slice_config(data_path, name, tmp_path, epochs=500, item_init="random", item_norm="none")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "run_recbole_tfllmer.py"),
+            "-m",
+            "TFLLMER",
+            "-d",
+            name,
+            "--backbone=GRU4Rec",
+            f"--config_files={config_file}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "saved").glob("*.pth")):
+        time.sleep(0.2)  # training has started once the first best epoch is saved
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("recbole-tfllmer:")]
+    assert len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0]
+    logs = list((tmp_path / "log").rglob("*.log"))
+    assert logs and any("interrupted (Ctrl-C)" in p.read_text(encoding="utf-8") for p in logs)
