@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint leaderboard clean
+.PHONY: install demo test lint leaderboard converged clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ lint: $(STAMP)
 BOARD ?= ml-100k
 leaderboard: $(STAMP)
 	$(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/$(BOARD).yaml
+
+# The converged boards in the background, two cells at a time (one torch thread each); run it
+# again after any stop: finished cells are skipped and a half-finished cell resumes. ONLY=...
+# filters cells (e.g. ONLY=method=RandInit,LLMInit,NormOnly). Logs: ~/.cache/recbole_tfllmer/.
+CONVERGED ?= Amazon_Beauty-converged Amazon_Toys-converged
+ONLY ?=
+converged: $(STAMP)
+	mkdir -p $(HOME)/.cache/recbole_tfllmer
+	for b in $(CONVERGED); do \
+	  nohup $(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/$$b.yaml --threads 1 --no-plots \
+	    $(if $(ONLY),--only $(ONLY)) >> $(HOME)/.cache/recbole_tfllmer/$$b.log 2>&1 & \
+	done
 
 clean:
 	rm -rf saved log log_tensorboard .pytest_cache

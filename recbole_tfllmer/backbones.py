@@ -39,6 +39,8 @@ class BackboneSpec:
     extra_tables: tuple = ()
     # NEGATIVES_*: when `train_neg_sample_args` must sample negatives.
     negatives: str = NEGATIVES_WITH_BPR
+    # The option that sets the item table's width (RecBole's backbones use either).
+    width_option: str = "embedding_size"
     # What a user should know (shown in the README's backbone table).
     note: str = ""
 
@@ -58,10 +60,11 @@ _REG_CONSTANT = "its L2 penalty on the item table is a constant under normalisat
 SUPPORTED_BACKBONES = {
     spec.name: spec
     for spec in [
-        BackboneSpec("SASRec"),
+        BackboneSpec("SASRec", width_option="hidden_size"),
         BackboneSpec("GRU4Rec", note="the item table has `embedding_size` columns (`hidden_size` is the GRU's)"),
         BackboneSpec(
             "BERT4Rec",
+            width_option="hidden_size",
             extra_rows=1,
             negatives=NEGATIVES_OWN,
             note="n_items + 1 rows: the [mask] row is normalised like an item; scores add a "
@@ -71,7 +74,7 @@ SUPPORTED_BACKBONES = {
         BackboneSpec("STAMP"),
         BackboneSpec("Caser", note=f"{_USER_TABLE}; {_REG_CONSTANT}"),
         BackboneSpec("NextItNet", note=f"{_REG_CONSTANT}; `block_num` x len(`dilations`) residual blocks"),
-        BackboneSpec("LightSANs"),
+        BackboneSpec("LightSANs", width_option="hidden_size"),
         BackboneSpec(
             "CORE",
             note="CE only; CORE already L2-normalises item vectors in its loss and full_sort_predict "
@@ -80,10 +83,11 @@ SUPPORTED_BACKBONES = {
         ),
         BackboneSpec(
             "FEARec",
+            width_option="hidden_size",
             note="needs `n_layers` >= 2 (its frequency filters divide by n_layers - 1); "
             "contrastive terms stay off unless `contrast` is set",
         ),
-        BackboneSpec("GCSAN", note=f"builds a session graph per sequence; {_REG_CONSTANT}"),
+        BackboneSpec("GCSAN", width_option="hidden_size", note=f"builds a session graph per sequence; {_REG_CONSTANT}"),
         BackboneSpec("SRGNN", note="builds a session graph per sequence"),
         BackboneSpec(
             "SINE",
@@ -110,8 +114,8 @@ SUPPORTED_BACKBONES = {
             "negatives with the input table",
         ),
         BackboneSpec("GRU4RecF", note=_FEATURES),
-        BackboneSpec("SASRecF", note=_FEATURES),
-        BackboneSpec("FDSA", note=_FEATURES),
+        BackboneSpec("SASRecF", width_option="hidden_size", note=_FEATURES),
+        BackboneSpec("FDSA", width_option="hidden_size", note=_FEATURES),
     ]
 }
 

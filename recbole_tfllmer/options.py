@@ -370,12 +370,32 @@ def _cross_checks(v):
             f"which needs `item_norm: always` (got `item_norm: {v['item_norm']}`). Set "
             "`item_norm: always`, or `item_norm_learnable: false`."
         )
-    if v["item_init"] != "random" and not v["precomputed_embeddings"]:
-        # an encoder that is neither bundled nor a local path (downloads off) fails now, not after
-        # RecBole has read the dataset
-        from recbole_tfllmer.text.encoders import resolve_model_path
 
-        resolve_model_path(v["text_encoder"], v["text_allow_download"])
+
+def _encoder_checks(config, v):
+    """The text encoder's existence, input limit and output width, from its config files: a
+    mistake fails now, not after RecBole has read the dataset and the catalogue is encoded."""
+    if v["item_init"] == "random" or v["precomputed_embeddings"]:
+        return
+    from recbole_tfllmer.backbones import SUPPORTED_BACKBONES
+    from recbole_tfllmer.text.encoders import encoder_limits, resolve_model_path
+
+    path = resolve_model_path(v["text_encoder"], v["text_allow_download"])
+    dim, max_length = encoder_limits(path)
+    name = v["text_encoder"]
+    if max_length is not None and v["text_max_length"] > max_length:
+        raise ConfigError(
+            f"option `text_max_length` ({v['text_max_length']}) exceeds the {max_length} tokens text encoder "
+            f"{name!r} accepts (its config says so); set `text_max_length` <= {max_length}"
+        )
+    spec = SUPPORTED_BACKBONES.get(_lookup(config, "backbone"))
+    width = _lookup(config, spec.width_option) if spec else None
+    if dim is not None and isinstance(width, int) and width > dim:
+        raise ConfigError(
+            f"the backbone's `{spec.width_option}` ({width}) exceeds the LLM embedding dimension ({dim}) of text "
+            f"encoder {name!r}; Rec-PCA can only reduce dimensions. Use a text encoder with at least {width} "
+            f"dimensions or set `{spec.width_option}` <= {dim}."
+        )
 
 
 def _raw_values(config):
@@ -400,6 +420,7 @@ def validate_options(config):
     """Check every plugin option once and return the typed records (PluginOptions)."""
     v = option_values(config)
     _cross_checks(v)
+    _encoder_checks(config, v)
     return PluginOptions(
         source=_raw_values(config),
         text=TextOptions(

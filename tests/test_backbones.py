@@ -306,3 +306,17 @@ def test_configs_recbole_accepts_train_unchanged(cli_slice, backbone, options, t
     monkeypatch.chdir(tmp_path)
     assert cli.main(cli_args((own, name), backbone, tmp_path)) == 0
     assert list((tmp_path / "saved").glob(f"TFLLMER-{backbone}-*.pth")), "trained and saved its best model"
+
+
+@pytest.mark.parametrize("backbone", sorted(SUPPORTED_BACKBONES))
+def test_width_option_is_the_option_that_sizes_the_item_table(backbone, cli_slice, tmp_path, monkeypatch):
+    """The table's `width_option` is what the encoder-dimension check reads before any data."""
+    from recbole_tfllmer.quick_start import build_config, prepare
+
+    monkeypatch.chdir(tmp_path)
+    config_file, name = cli_slice
+    options = {**yaml.safe_load(config_file.read_text(encoding="utf-8")), **BACKBONE_OPTIONS.get(backbone, {})}
+    options.update(backbone=backbone, item_init="random", item_norm="none", embedding_size=8, hidden_size=16)
+    spec = SUPPORTED_BACKBONES[backbone]
+    model = prepare(build_config("TFLLMER", name, config_dict=options), with_trainer=False).model
+    assert getattr(model.backbone, spec.item_table).embedding_dim == options[spec.width_option]

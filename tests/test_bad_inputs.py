@@ -797,6 +797,14 @@ CASES = [
         command_line("--rec_pca_solver=fast"),
     ),
     Case(
+        "max-length-above-encoder",
+        "`text_max_length: 1000` with MiniLM (256 tokens)",
+        errors.ConfigError,
+        "option `text_max_length` (1000) exceeds the 256 tokens text encoder 'all-MiniLM-L6-v2' accepts",
+        options(text_max_length=1000),
+        ("text_max_length",),
+    ),
+    Case(
         "option-misspelt",
         "a misspelt plugin option `--rec_pca_lamda=0.3` (RecBole would ignore it)",
         errors.ConfigError,

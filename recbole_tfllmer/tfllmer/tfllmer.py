@@ -104,6 +104,7 @@ class TFLLMER(SequentialRecommender):
                 )
         if self.options.init.uses_llm_vectors:
             self._initialise_from_llm(config, dataset, tables)
+        self._warn_if_degenerate_norm(self.options.norm)
         for table in tables:
             self._install_normalisation(self.options.norm, table)
 
@@ -113,6 +114,7 @@ class TFLLMER(SequentialRecommender):
 
     def _initialise_from_llm(self, config, dataset, tables):
         embeddings = dataset.item_text_embeddings
+        self._warn_if_degenerate_vectors(embeddings[1:])
         dim = tables[0].embedding_dim
         if dim > embeddings.shape[1]:
             raise ConfigError(
@@ -158,6 +160,13 @@ class TFLLMER(SequentialRecommender):
                 weight[1 : self.n_items] = torch.from_numpy(vectors).to(weight.device, weight.dtype)
                 weight[0].zero_()
         self._log_projection(result.stats, lam, dim, embeddings.shape[1])
+        if lam > 1:
+            kept = result.stats.get("retained_variance")
+            self.logger.warning(
+                f"`rec_pca_lambda: {lam:g}` is above 1: the variance term enters with weight {1 - lam:g} < 0, so "
+                f"Rec-PCA prefers low-variance directions (semantic variance kept: {kept if kept is None else round(kept, 4)}). "
+                "Use a value in [0, 1]."
+            )
 
     def _log_projection(self, stats, lam, dim, dim_in):
         method = "Rec-PCA" if lam > 0 else "PCA"
@@ -169,6 +178,25 @@ class TFLLMER(SequentialRecommender):
             before = f"{before:.4g} (PCA) -> " if before is not None else ""
             message += f", graph total variation {before}{stats['graph_tv']:.4g}"
         self.logger.info(set_color("TFLLMER", "pink") + f" [{self.backbone_name}] {message}")
+
+    def _warn_if_degenerate_vectors(self, vectors):
+        """Items that all share one LLM vector (e.g. one text for all) give an all-zero PCA table."""
+        spread = float(np.abs(vectors - vectors.mean(axis=0)).max()) if len(vectors) else 0.0
+        if spread < 1e-6:
+            self.logger.warning(
+                f"all {len(vectors)} items have the same LLM vector (largest deviation from the mean {spread:.2g}): "
+                "after centring the initial item table is all zeros. Check `text_fields` / `text_template` "
+                "(do the items' texts differ?)"
+            )
+
+    def _warn_if_degenerate_norm(self, norm):
+        """Logits scale with r^2 under normalisation: far from 1 the softmax saturates or flattens."""
+        if norm.mode != "none" and not 0.01 <= norm.scale <= 100:
+            self.logger.warning(
+                f"`item_norm_scale: {norm.scale:g}`: every item vector has norm {norm.scale:g}, so scores scale "
+                f"by about {norm.scale:g}x the sequence norm and the softmax "
+                f"{'saturates' if norm.scale > 100 else 'is nearly uniform'}. Values of 1 to 10 are the useful range."
+            )
 
     @staticmethod
     def _install_normalisation(norm, table):
