@@ -12,6 +12,7 @@ import pytest
 from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, TFLLMERError
 from recbole_tfllmer.text.encoders import SentenceTransformerEncoder, bundled_model_dir
 from recbole_tfllmer.text.store import (
+    DEFAULT_CHUNK_SIZE,
     cache_paths,
     compute_cache_key,
     encode_with_cache,
@@ -106,6 +107,7 @@ def test_changed_text_or_model_gives_new_file(encoder, minilm_raw, tmp_path):
     k1 = compute_cache_key(encoder.identity, "A {x}", ["x"], TOKENS, TEXTS)[0]
     assert k1 != compute_cache_key(encoder.identity, "B {x}", ["x"], TOKENS, TEXTS)[0]
     assert k1 != compute_cache_key(encoder.identity, "A {x}", ["y"], TOKENS, TEXTS)[0]
+    assert k1 != compute_cache_key(encoder.identity, "A {x}", ["x"], TOKENS, TEXTS, chunk_size=1000)[0]
     assert len(glob.glob(str(tmp_path / "*.emb.npy"))) == 4
 
 
@@ -114,8 +116,8 @@ def minilm_raw():
     return SentenceTransformerEncoder(bundled_model_dir(), device="cpu", normalize=False)
 
 
-def _paths(encoder, tmp_path):
-    key = compute_cache_key(encoder.identity, "T", ["f"], TOKENS, TEXTS)[0]
+def _paths(encoder, tmp_path, chunk_size=DEFAULT_CHUNK_SIZE):
+    key = compute_cache_key(encoder.identity, "T", ["f"], TOKENS, TEXTS, chunk_size)[0]
     return cache_paths(str(tmp_path), "toy", key)
 
 
@@ -183,7 +185,7 @@ def test_killed_encoding_resumes_from_chunks(encoder, reference, tmp_path, caplo
     killed = CountingEncoder(encoder, fail_after_calls=2)
     with pytest.raises(KeyboardInterrupt):
         run(killed, tmp_path, chunk_size=4)
-    npy, js, partial = _paths(encoder, tmp_path)
+    npy, js, partial = _paths(encoder, tmp_path, chunk_size=4)
     assert not os.path.exists(npy) and not os.path.exists(js)
     assert sorted(os.listdir(partial)) == [
         "chunk-000000.json",

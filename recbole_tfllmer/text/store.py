@@ -59,8 +59,11 @@ def items_digest(tokens, texts):
     return h.hexdigest()
 
 
-def compute_cache_key(identity, template, fields, tokens, texts):
-    """(key, components): the full sha256 key and its inputs in readable form."""
+def compute_cache_key(identity, template, fields, tokens, texts, chunk_size=DEFAULT_CHUNK_SIZE):
+    """(key, components): the full sha256 key and its inputs in readable form.
+
+    The chunk size is part of the key: encoding in other batches of items gives vectors that
+    differ in the last bits, and which run wrote first must not decide the cached bits."""
     components = {
         "format": CACHE_FORMAT,
         "encoder": dict(identity),
@@ -68,6 +71,7 @@ def compute_cache_key(identity, template, fields, tokens, texts):
         "fields": list(fields) if fields is not None else None,
         "n_items": len(tokens),
         "items_sha256": items_digest(tokens, texts),
+        "chunk_size": int(chunk_size),
     }
     blob = json.dumps(components, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest(), components
@@ -255,7 +259,7 @@ def encode_with_cache(
     tokens, texts = [str(t) for t in tokens], list(texts)
     if len(tokens) != len(texts):
         raise ValueError(f"{len(tokens)} tokens but {len(texts)} texts")
-    key, components = compute_cache_key(encoder.identity, template, fields, tokens, texts)
+    key, components = compute_cache_key(encoder.identity, template, fields, tokens, texts, chunk_size)
     npy_path, json_path, partial_dir = cache_paths(cache_dir, dataset_name, key)
 
     cached = load_cached_embeddings(cache_dir, dataset_name, key, tokens)
