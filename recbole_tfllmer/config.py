@@ -77,6 +77,11 @@ class TFLLMERConfig(Config):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        if self.backbone_class is not None and final.get("encoding") in (None, "utf-8", "utf8", "UTF-8"):
+            # Spreadsheet exports start the file with a byte-order mark, which RecBole would read
+            # into the first header field ("\ufeffuser_id:token" is no field it knows): utf-8-sig
+            # reads UTF-8 files with and without one identically.
+            final["encoding"] = "utf-8-sig"
         if self.backbone_class is not None and "train_neg_sample_args" not in self.external_config_dict:
             # RecBole's own rule, per backbone: a CE loss trains on all items and must sample no
             # negatives (RecBole refuses CE with sampling), a pairwise (BPR) loss keeps RecBole's

@@ -64,6 +64,23 @@ class EpochTimingMixin:
         return out
 
 
+class LossMeaningMixin:
+    """RecBole logs the *sum* of the batch losses as "train loss" (e.g. 1257.6); boards report
+    the mean per batch (8.92). Say both, so the number on the console reads as the boards'."""
+
+    _batches_this_epoch = None
+
+    def _train_epoch(self, train_data, *args, **kwargs):
+        self._batches_this_epoch = len(train_data)
+        return super()._train_epoch(train_data, *args, **kwargs)
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        line = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        if self._batches_this_epoch and not isinstance(losses, tuple):
+            line += f" (sum over {self._batches_this_epoch} batches; mean per batch {losses / self._batches_this_epoch:.4f})"
+        return line
+
+
 class WeightsOnlyCheckpointMixin:
     """Overrides the places RecBole's Trainer reads or writes a checkpoint, and tracks what
     an exact resume needs (RNG states, this epoch's validation result)."""
@@ -192,6 +209,6 @@ _TRAINER_CACHE = {}
 def weights_only_trainer(base):
     """`base` (a RecBole trainer class) with weights-only checkpoints, e.g. SafeTrainer."""
     if base not in _TRAINER_CACHE:
-        mixins = (EpochTimingMixin, WeightsOnlyCheckpointMixin)
+        mixins = (EpochTimingMixin, LossMeaningMixin, WeightsOnlyCheckpointMixin)
         _TRAINER_CACHE[base] = type(f"WeightsOnly{base.__name__}", (*mixins, base), {})
     return _TRAINER_CACHE[base]

@@ -45,6 +45,7 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in err
+    assert "train loss" in err and "mean per batch" in err  # RecBole's summed loss, explained
     lines = [ln for ln in err.splitlines() if ln.startswith("recbole-tfllmer:")]
     assert len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0]
     logs = list((tmp_path / "log").rglob("*.log"))

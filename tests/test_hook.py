@@ -225,3 +225,30 @@ def test_precomputed_unknown_and_missing(recbole_config, dataset, precomputed, t
         compute_item_embeddings(cfg, dataset)
     filled = compute_item_embeddings({**cfg, "missing_text_policy": "zero"}, dataset)
     assert not filled[1:3].any() and filled[3:].any(axis=1).all()
+
+
+def test_byte_order_marks_and_leading_zero_ids(tmp_path, in_tmp):
+    """Real exports: a BOM before the header of .inter and .item is read as RecBole users expect;
+    ids written with leading zeros in one file only are named as the cause of missing text."""
+    from recbole_tfllmer.data import create_dataset
+    from recbole_tfllmer.errors import ItemTextError
+    from recbole_tfllmer.quick_start import build_config
+    from tests.conftest import slice_config, write_ml100k_slice
+
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=40)
+    for suffix in ("inter", "item"):
+        path = data_path / name / f"{name}.{suffix}"
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    config = build_config("TFLLMER", name, config_dict=slice_config(data_path, name, tmp_path, item_init="pca"))
+    dataset = create_dataset(config)
+    assert dataset.inter_num > 0 and dataset.item_text_embeddings.shape[0] == dataset.item_num
+
+    item_file = data_path / name / f"{name}.item"
+    header, first, *rest = item_file.read_text(encoding="utf-8-sig").splitlines()
+    item_file.write_text("\n".join([header, "00" + first, *rest]) + "\n", encoding="utf-8")
+    with pytest.raises(ItemTextError) as err:
+        create_dataset(build_config("TFLLMER", name, config_dict=slice_config(data_path, name, tmp_path / "b")))
+    token = first.split("\t")[0]
+    assert f"match an .item id up to leading zeros (e.g. {token!r} in the .inter file, {'00' + token!r}" in str(
+        err.value
+    )

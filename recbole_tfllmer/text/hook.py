@@ -120,6 +120,20 @@ def _raw_item_tokens(config, iid_field, opts):
     return known
 
 
+def _leading_zero_hint(missing_tokens, item_tokens):
+    """Real exports write ids with and without leading zeros ('007' in .inter, '7' in .item):
+    RecBole's tokens are strings, so those items find no text. Say so when it is the cause."""
+    stripped = {t.lstrip("0") or "0": t for t in item_tokens}
+    pairs = [(t, stripped[t.lstrip("0") or "0"]) for t in missing_tokens if (t.lstrip("0") or "0") in stripped]
+    if not pairs:
+        return ""
+    example = pairs[0]
+    return (
+        f"; {len(pairs)} of them match an .item id up to leading zeros (e.g. {example[0]!r} in the "
+        f".inter file, {example[1]!r} in the .item file): write each id identically in both files"
+    )
+
+
 def _apply_missing_policy(matrix, missing_rows, tokens, policy, what, error_class=ItemTextError):
     if not missing_rows:
         return
@@ -193,8 +207,10 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     texts_by_token, fields = item_texts_from_file(item_file, iid_field, _text_fields(config), template, **opts)
     row_texts = [None] + [texts_by_token.get(t) for t in tokens[1:]]
     missing = [i for i in range(1, n) if row_texts[i] is None]
+    what = f"no text in {item_file} (fields {', '.join(fields)})"
+    what += _leading_zero_hint([tokens[i] for i in missing], texts_by_token)
     if missing and (policy == "error" or len(missing) == n - 1):  # fail before paying for an encoder
-        _apply_missing_policy(None, missing, tokens, policy, f"no text in {item_file} (fields {', '.join(fields)})")
+        _apply_missing_policy(None, missing, tokens, policy, what)
 
     present = sorted((i for i in range(1, n) if row_texts[i] is not None), key=lambda i: tokens[i])
     if encoder is None:
@@ -216,7 +232,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     else:  # nothing to encode: only the policy's fill, but the dimension must still be right
         info = EncodeInfo("", False, 0, 0)
         matrix = np.zeros((n, encoder.dimension), dtype=np.float32)
-    _apply_missing_policy(matrix, missing, tokens, policy, f"no text in {item_file} (fields {', '.join(fields)})")
+    _apply_missing_policy(matrix, missing, tokens, policy, what)
     result = ItemEmbeddings(
         matrix, tokens, [tokens[i] for i in missing], "encoder", row_texts, info, time.perf_counter() - t0
     )
