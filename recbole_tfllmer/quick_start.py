@@ -184,8 +184,17 @@ def run(
     """RecBole's `run`: one process, or `nproc` workers through torch.multiprocessing."""
     if nproc == 1 and world_size <= 0:
         return run_tfllmer(model, dataset, config_file_list, config_dict, saved, cmd_args=cmd_args)
+    import torch
     import torch.multiprocessing as mp
 
+    if nproc > torch.cuda.device_count():
+        # RecBole's DDP path gives each process its own GPU (and asserts so, bare)
+        from recbole_tfllmer.errors import ConfigError
+
+        raise ConfigError(
+            f"--nproc={nproc} needs {nproc} GPUs, this machine has {torch.cuda.device_count()}: RecBole's "
+            "distributed training puts one process on each GPU. Use --nproc=1 (or as many as there are GPUs)."
+        )
     world_size = nproc if world_size == -1 else world_size
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})

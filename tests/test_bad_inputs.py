@@ -805,6 +805,13 @@ CASES = [
         ("text_max_length",),
     ),
     Case(
+        "nproc-without-gpus",
+        "`--nproc=2` on a machine without 2 GPUs",
+        errors.ConfigError,
+        "--nproc=2 needs 2 GPUs, this machine has … Use --nproc=1",
+        command_line("--nproc=2"),
+    ),
+    Case(
         "option-misspelt",
         "a misspelt plugin option `--rec_pca_lamda=0.3` (RecBole would ignore it)",
         errors.ConfigError,
