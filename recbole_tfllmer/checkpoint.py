@@ -51,9 +51,25 @@ def config_to_json(config):
     return json.dumps({"final": final, "external": external}, sort_keys=True)
 
 
+def _tensor_bytes(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def atomic_torch_save(obj, path):
-    """torch.save through an atomic write: a crash never leaves a half-written checkpoint."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save through an atomic write: a crash never leaves a half-written checkpoint, and
+    a full disk is a DiskFullError that keeps the previous checkpoint."""
+    atomic_write(
+        path,
+        lambda f: torch.save(obj, f),
+        size_hint=_tensor_bytes(obj),
+        what_to_do="free space on it or set `checkpoint_dir` to a disk with room (the previous checkpoint is kept)",
+    )
 
 
 PLUGIN_KEYS = ("state_dict", "config")

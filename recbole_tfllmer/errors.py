@@ -9,6 +9,10 @@ class TFLLMERError(Exception):
     """Base class of every error this plugin raises on bad input."""
 
 
+class DiskFullError(TFLLMERError, OSError):
+    """A file could not be written: no space left on its device (or a file-size limit)."""
+
+
 class ConfigError(TFLLMERError, ValueError):
     """An option (config key) has a bad value or conflicts with another."""
 

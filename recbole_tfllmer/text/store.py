@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_tfllmer.atomic import atomic_write
-from recbole_tfllmer.errors import ConfigError, EmbeddingFileError, EmbeddingFileNotFoundError
+from recbole_tfllmer.errors import ConfigError, DiskFullError, EmbeddingFileError, EmbeddingFileNotFoundError
 from recbole_tfllmer.options import default_of
 
 CACHE_FORMAT = 1
@@ -276,61 +276,69 @@ def encode_with_cache(
         t0 = time.perf_counter()
         encoder.load()
         load_seconds = time.perf_counter() - t0
-    chunks, n_encoded, n_resumed, encode_seconds = [], 0, 0, 0.0
-    n = len(tokens)
-    chunk_size = max(1, int(chunk_size))
-    for index, start in enumerate(range(0, max(n, 1), chunk_size)):
-        stop = min(n, start + chunk_size)
-        arr = _load_chunk(partial_dir, index, key, start, stop)
-        if arr is not None:
-            n_resumed += 1
-        else:
-            t0 = time.perf_counter()
-            arr = np.ascontiguousarray(np.asarray(encoder.encode(texts[start:stop]), dtype=np.float32))
-            encode_seconds += time.perf_counter() - t0
-            if arr.ndim != 2 or arr.shape[0] != stop - start:
-                raise ValueError(f"encoder returned shape {arr.shape} for {stop - start} texts")
-            n_encoded += stop - start
-            c_npy, c_json = _chunk_paths(partial_dir, index)
-            os.makedirs(partial_dir, exist_ok=True)  # a concurrent run may have committed and cleaned up
-            sha = _save_npy_atomic(c_npy, arr)
-            _save_json_atomic(
-                c_json,
-                {
-                    "key": key,
-                    "index": index,
-                    "start": start,
-                    "stop": stop,
-                    "dim": int(arr.shape[1]),
-                    "npy_sha256": sha,
-                    "created_at": _now_iso(),
-                },
+    try:
+        chunks, n_encoded, n_resumed, encode_seconds = [], 0, 0, 0.0
+        n = len(tokens)
+        chunk_size = max(1, int(chunk_size))
+        for index, start in enumerate(range(0, max(n, 1), chunk_size)):
+            stop = min(n, start + chunk_size)
+            arr = _load_chunk(partial_dir, index, key, start, stop)
+            if arr is not None:
+                n_resumed += 1
+            else:
+                t0 = time.perf_counter()
+                arr = np.ascontiguousarray(np.asarray(encoder.encode(texts[start:stop]), dtype=np.float32))
+                encode_seconds += time.perf_counter() - t0
+                if arr.ndim != 2 or arr.shape[0] != stop - start:
+                    raise ValueError(f"encoder returned shape {arr.shape} for {stop - start} texts")
+                n_encoded += stop - start
+                c_npy, c_json = _chunk_paths(partial_dir, index)
+                os.makedirs(partial_dir, exist_ok=True)  # a concurrent run may have committed and cleaned up
+                sha = _save_npy_atomic(c_npy, arr)
+                _save_json_atomic(
+                    c_json,
+                    {
+                        "key": key,
+                        "index": index,
+                        "start": start,
+                        "stop": stop,
+                        "dim": int(arr.shape[1]),
+                        "npy_sha256": sha,
+                        "created_at": _now_iso(),
+                    },
+                )
+            chunks.append(arr)
+        dims = {c.shape[1] for c in chunks}
+        if len(dims) != 1:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+            raise ValueError(
+                f"chunks in {partial_dir} have different dimensions {sorted(dims)}; they were removed, run again"
             )
-        chunks.append(arr)
-    dims = {c.shape[1] for c in chunks}
-    if len(dims) != 1:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        raise ValueError(
-            f"chunks in {partial_dir} have different dimensions {sorted(dims)}; they were removed, run again"
-        )
-    matrix = np.concatenate(chunks, axis=0) if n else chunks[0][:0]
+        matrix = np.concatenate(chunks, axis=0) if n else chunks[0][:0]
 
-    sha = _save_npy_atomic(npy_path, matrix)
-    meta = {
-        "format": CACHE_FORMAT,
-        "model": components["encoder"].get("model"),
-        "dim": int(matrix.shape[1]),
-        "n_items": n,
-        "row_order": "row i is the embedding of tokens[i]",
-        "tokens": tokens,
-        "created_at": _now_iso(),
-        "key": key,
-        "components": components,
-        "npy_file": os.path.basename(npy_path),
-        "npy_sha256": sha,
-        "encode_seconds": round(encode_seconds, 3),
-    }
-    _save_json_atomic(json_path, meta)  # the commit marker: written last
+        sha = _save_npy_atomic(npy_path, matrix)
+        meta = {
+            "format": CACHE_FORMAT,
+            "model": components["encoder"].get("model"),
+            "dim": int(matrix.shape[1]),
+            "n_items": n,
+            "row_order": "row i is the embedding of tokens[i]",
+            "tokens": tokens,
+            "created_at": _now_iso(),
+            "key": key,
+            "components": components,
+            "npy_file": os.path.basename(npy_path),
+            "npy_sha256": sha,
+            "encode_seconds": round(encode_seconds, 3),
+        }
+        _save_json_atomic(json_path, meta)  # the commit marker: written last
+    except DiskFullError as err:
+        # committed chunks would keep the disk full and every re-run would fail the same way
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise DiskFullError(
+            f"{err} The partial encoding {partial_dir} was removed so it does not keep the disk full; "
+            "or set `embedding_cache_dir` to a disk with room."
+        ) from None
     shutil.rmtree(partial_dir, ignore_errors=True)
     _remove_stale_temps(cache_dir, os.path.basename(npy_path)[: -len(".npy")])
 
