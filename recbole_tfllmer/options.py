@@ -13,6 +13,7 @@ mapped here to a ConfigError naming the option.
 """
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ GROUPS = {
     "init": "item initialisation",
     "graph": "co-occurrence graph (training split only)",
     "norm": "normalisation",
+    "run": "running",
 }
 
 ITEM_INIT_CHOICES = ("random", "pca", "rec_pca")
@@ -211,6 +213,16 @@ OPTIONS = (
         hint="the norm r of every item vector, e.g. 1.0",
     ),
     Option("item_norm_learnable", False, "learn r (one scalar) jointly with the model", "norm", "bool"),
+    # -- running -----------------------------------------------------------------------------
+    Option(
+        "resume_from",
+        None,
+        "a checkpoint (.pth) this plugin wrote: training continues after its epoch, with its optimizer, "
+        "early-stopping state and random number generators",
+        "run",
+        "str",
+        nullable=True,
+    ),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -421,6 +433,11 @@ def validate_options(config):
     v = option_values(config)
     _cross_checks(v)
     _encoder_checks(config, v)
+    if v["resume_from"] is not None and not os.path.isfile(v["resume_from"]):
+        raise ConfigError(
+            f"option `resume_from`: checkpoint '{v['resume_from']}' does not exist; give the .pth file an "
+            "interrupted run wrote under its `checkpoint_dir`"
+        )
     return PluginOptions(
         source=_raw_values(config),
         text=TextOptions(

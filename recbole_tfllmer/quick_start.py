@@ -120,6 +120,9 @@ def run_tfllmer(
     train_data, valid_data, test_data = run.train_data, run.valid_data, run.test_data
     logger.info(model)
 
+    resume_from = config["resume_from"] if "resume_from" in config else None
+    if resume_from:  # continues after its epoch: weights, optimizer, early-stopping state, RNG
+        trainer.resume_checkpoint(resume_from)
     fit_start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]

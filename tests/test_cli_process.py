@@ -50,3 +50,43 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
     assert len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0]
     logs = list((tmp_path / "log").rglob("*.log"))
     assert logs and any("interrupted (Ctrl-C)" in p.read_text(encoding="utf-8") for p in logs)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_on_the_command_line(tmp_path):
+    """`--resume_from=<checkpoint>` continues training after the checkpoint's epoch."""
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=60)
+    config = slice_config(data_path, name, tmp_path, epochs=2, item_init="random", item_norm="none")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    base = [
+        sys.executable,
+        str(REPO / "run_recbole_tfllmer.py"),
+        "-m",
+        "TFLLMER",
+        "-d",
+        name,
+        "--backbone=GRU4Rec",
+        f"--config_files={config_file}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-1500:]
+    (checkpoint,) = (tmp_path / "saved").glob("*.pth")
+    again = subprocess.run(
+        [*base, "--epochs=4", f"--resume_from={checkpoint}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-1500:]
+    assert "Resume training from epoch" in again.stderr and "epoch 0 training" not in again.stderr
+    assert "test result" in again.stderr
+    missing = subprocess.run(
+        [*base, "--resume_from=/nonexistent.pth"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (
+        missing.returncode == 2
+        and "option `resume_from`: checkpoint '/nonexistent.pth' does not exist" in missing.stderr
+    )
