@@ -8,6 +8,7 @@ RecBole overall.yaml -> the *backbone's* model yaml (e.g. BERT4Rec.yaml with its
 
 import os
 
+import yaml
 from recbole.config import Config
 
 from recbole_tfllmer.errors import ConfigError
@@ -34,6 +35,26 @@ class TFLLMERConfig(Config):
         self._cmd_args = list(cmd_args or [])
         self.backbone_class = None
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+    # -- config files -----------------------------------------------------------------
+    def _load_config_files(self, file_list):
+        """RecBole's reader, with a missing, unreadable or malformed file named in one line."""
+        for file in file_list or []:
+            if not os.path.isfile(file):
+                raise ConfigError(f"config file '{file}' (--config_files / config_file_list) does not exist")
+            try:
+                with open(file, encoding="utf-8") as f:
+                    content = yaml.load(f.read(), Loader=self.yaml_loader)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ConfigError(f"config file '{file}' is not valid YAML{where}: {problem}") from None
+            except (OSError, UnicodeDecodeError) as err:
+                raise ConfigError(f"config file '{file}' cannot be read ({err})") from None
+            if content is not None and not isinstance(content, dict):
+                raise ConfigError(f"config file '{file}' must hold `key: value` lines, not a {type(content).__name__}")
+        return super()._load_config_files(file_list)
 
     # -- command line -----------------------------------------------------------------
     def _load_cmd_line(self):

@@ -437,6 +437,12 @@ def repeat_first_item(work):
     precomputed(work)
 
 
+def malformed_config_file(work):
+    bad = work.root / "bad.yaml"
+    bad.write_text("a: [1, 2\nb: 3\n", encoding="utf-8")
+    work.argv.append(f"--config_files={bad}")
+
+
 def options(**values):
     def setup(work):
         work.config.update(values)
@@ -810,6 +816,20 @@ CASES = [
         errors.ConfigError,
         "--nproc=2 needs 2 GPUs, this machine has … Use --nproc=1",
         command_line("--nproc=2"),
+    ),
+    Case(
+        "config-file-missing",
+        "a `--config_files` entry that does not exist",
+        errors.ConfigError,
+        "config file '/nonexistent/run.yaml' (--config_files / config_file_list) does not exist",
+        command_line("--config_files=/nonexistent/run.yaml"),
+    ),
+    Case(
+        "config-file-malformed",
+        "a `--config_files` entry that is not valid YAML",
+        errors.ConfigError,
+        "config file '…bad.yaml' is not valid YAML at line 2, column 2",
+        malformed_config_file,
     ),
     Case(
         "option-misspelt",
