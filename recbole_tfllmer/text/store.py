@@ -9,6 +9,8 @@ never read. Long encodings are written in checksummed chunks under `<name>.parti
 resumed after a crash.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -262,14 +264,51 @@ def encode_with_cache(
     key, components = compute_cache_key(encoder.identity, template, fields, tokens, texts, chunk_size)
     npy_path, json_path, partial_dir = cache_paths(cache_dir, dataset_name, key)
 
-    cached = load_cached_embeddings(cache_dir, dataset_name, key, tokens)
+    cached = _cache_hit(cache_dir, dataset_name, key, tokens, partial_dir, npy_path, t_start)
     if cached is not None:
-        if os.path.isdir(partial_dir):  # crash between commit and cleanup
-            shutil.rmtree(partial_dir, ignore_errors=True)
-        info = EncodeInfo(npy_path, True, len(tokens), 0, key=key, total_seconds=time.perf_counter() - t_start)
-        logging.getLogger().info(f"embedding cache hit: {npy_path} (0 items encoded, {info.total_seconds:.2f} s)")
-        return cached, info
+        return cached
+    with _cache_lock(npy_path):  # parallel jobs on one key: the first encodes, the others then hit
+        cached = _cache_hit(cache_dir, dataset_name, key, tokens, partial_dir, npy_path, t_start)
+        if cached is not None:
+            return cached
+        paths = (npy_path, json_path, partial_dir)
+        return _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components, chunk_size, t_start)
 
+
+def _cache_hit(cache_dir, dataset_name, key, tokens, partial_dir, npy_path, t_start):
+    """(matrix, EncodeInfo) of a committed cache file, or None."""
+    cached = load_cached_embeddings(cache_dir, dataset_name, key, tokens)
+    if cached is None:
+        return None
+    if os.path.isdir(partial_dir):  # crash between commit and cleanup
+        shutil.rmtree(partial_dir, ignore_errors=True)
+    info = EncodeInfo(npy_path, True, len(tokens), 0, key=key, total_seconds=time.perf_counter() - t_start)
+    logging.getLogger().info(f"embedding cache hit: {npy_path} (0 items encoded, {info.total_seconds:.2f} s)")
+    return cached, info
+
+
+@contextlib.contextmanager
+def _cache_lock(npy_path):
+    """An exclusive flock on a hidden file beside the cache: released when the holder ends,
+    also when it is killed, so a crashed job never blocks the next one."""
+    lock_path = os.path.join(os.path.dirname(npy_path), f".{os.path.basename(npy_path)}.lock")
+    with open(lock_path, "a+b") as lock:
+        started = time.perf_counter()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger().info(f"another job is encoding {npy_path}: waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            logging.getLogger().info(f"waited {time.perf_counter() - started:.1f} s for {npy_path}")
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components, chunk_size, t_start):
+    """Encode (resuming committed chunks), then commit the cache file and its sidecar."""
+    npy_path, json_path, partial_dir = paths
     os.makedirs(partial_dir, exist_ok=True)
     load_seconds = 0.0
     if hasattr(encoder, "load") and not getattr(encoder, "loaded", False):
