@@ -282,3 +282,11 @@ def test_precomputed_errors_are_specific(tmp_path):
     (tmp_path / "x.tokens.txt").write_text("p\nq\n")
     with pytest.raises(TFLLMERError, match=r"x\.npy.*'q'"):
         load_precomputed_embeddings(tmp_path / "x.npy")
+
+
+def test_encoding_logs_progress_over_the_whole_catalogue(encoder, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        run(encoder, tmp_path, chunk_size=4)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encoding ")]
+    assert [ln.split(": ")[1].split(" items")[0] for ln in lines] == ["4/10", "8/10", "10/10"]
+    assert all("s left" in ln for ln in lines) and "(100%)" in lines[-1]

@@ -306,6 +306,16 @@ def _cache_lock(npy_path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _log_progress(done, total, resumed, encode_seconds, npy_path):
+    """One line per chunk over the whole encoding (resumed chunks counted), with an estimate."""
+    encoded = max(done - resumed, 1)
+    remaining = (total - done) * encode_seconds / encoded
+    logging.getLogger().info(
+        f"encoding {os.path.basename(npy_path)}: {done}/{total} items ({100 * done / max(total, 1):.0f}%), "
+        f"{encode_seconds:.0f} s so far, about {remaining:.0f} s left"
+    )
+
+
 def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components, chunk_size, t_start):
     """Encode (resuming committed chunks), then commit the cache file and its sidecar."""
     npy_path, json_path, partial_dir = paths
@@ -316,7 +326,7 @@ def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components
         encoder.load()
         load_seconds = time.perf_counter() - t0
     try:
-        chunks, n_encoded, n_resumed, encode_seconds = [], 0, 0, 0.0
+        chunks, n_encoded, n_resumed, resumed_items, encode_seconds = [], 0, 0, 0, 0.0
         n = len(tokens)
         chunk_size = max(1, int(chunk_size))
         for index, start in enumerate(range(0, max(n, 1), chunk_size)):
@@ -324,6 +334,7 @@ def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components
             arr = _load_chunk(partial_dir, index, key, start, stop)
             if arr is not None:
                 n_resumed += 1
+                resumed_items += len(arr)
             else:
                 t0 = time.perf_counter()
                 arr = np.ascontiguousarray(np.asarray(encoder.encode(texts[start:stop]), dtype=np.float32))
@@ -346,6 +357,7 @@ def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components
                         "created_at": _now_iso(),
                     },
                 )
+                _log_progress(stop, n, resumed_items, encode_seconds, npy_path)
             chunks.append(arr)
         dims = {c.shape[1] for c in chunks}
         if len(dims) != 1:

@@ -131,6 +131,10 @@ class TFLLMER(SequentialRecommender):
             norm_adjacency = norm_adjacency[1:, 1:]
             self.init_report.graph_seconds = time.perf_counter() - start
             self.init_report.graph_edges = int(adjacency.nnz // 2)
+            self.logger.info(
+                f"co-occurrence graph of the training split: {self.init_report.graph_edges} edges over "
+                f"{self.n_items - 1} items in {self.init_report.graph_seconds:.2f} s; Rec-PCA next"
+            )
 
         start = time.perf_counter()
         result = rec_pca_projection(
