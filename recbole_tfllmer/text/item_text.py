@@ -295,6 +295,8 @@ def garbled_file_error(path, field_separator, encoding, n_fields, fallback, erro
 def decode_error(path, encoding, err, error_class=None):
     """ItemTextError (or `error_class`) naming the first line that is not valid `encoding`."""
     error_class = error_class or ItemTextError
+    if str(encoding).lower().replace("_", "-") == "utf-8-sig":  # how the plugin opens UTF-8 (BOM or not)
+        encoding = "utf-8"
     line = None
     try:
         with open(path, "rb") as f:
