@@ -65,6 +65,21 @@ def slice_config(data_path, dataset, tmp_path, **overrides):
     return config
 
 
+def cli_command(tmp_path, n_users=60, **overrides):
+    """(argv, env) of a real `run_recbole_tfllmer.py` process training TFLLMER over GRU4Rec on an
+    ml-100k slice written under `tmp_path`, with the slice config plus `overrides`."""
+    import sys
+
+    import yaml
+
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=n_users)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(slice_config(data_path, name, tmp_path, **overrides)), encoding="utf-8")
+    argv = [sys.executable, str(REPO_ROOT / "run_recbole_tfllmer.py"), "-m", "TFLLMER", "-d", name]
+    argv += ["--backbone=GRU4Rec", f"--config_files={config_file}"]
+    return argv, dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
 @pytest.fixture(scope="session")
 def ml_slice(tmp_path_factory):
     """(data_path, dataset_name) of a 60-user slice of ml-100k."""

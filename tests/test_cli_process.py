@@ -1,42 +1,16 @@
-"""The command line as a process: Ctrl-C is one line and exit status 130, and the line is in the log."""
+"""The command line as a process: Ctrl-C is one line and exit status 130 (also in the log), and an
+interrupted run resumes from its checkpoint."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import yaml
-
-from tests.conftest import slice_config, write_ml100k_slice
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import cli_command
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
-    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=150)
-    config = slice_config(data_path, name, tmp_path, epochs=500, item_init="random", item_norm="none")
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "run_recbole_tfllmer.py"),
-            "-m",
-            "TFLLMER",
-            "-d",
-            name,
-            "--backbone=GRU4Rec",
-            f"--config_files={config_file}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv, env = cli_command(tmp_path, n_users=150, epochs=500, item_init="random", item_norm="none")
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((tmp_path / "saved").glob("*.pth")):
         time.sleep(0.2)  # training has started once the first best epoch is saved
@@ -54,39 +28,18 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path):
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_on_the_command_line(tmp_path):
     """`--resume_from=<checkpoint>` continues training after the checkpoint's epoch."""
-    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=60)
-    config = slice_config(data_path, name, tmp_path, epochs=2, item_init="random", item_norm="none")
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    base = [
-        sys.executable,
-        str(REPO / "run_recbole_tfllmer.py"),
-        "-m",
-        "TFLLMER",
-        "-d",
-        name,
-        "--backbone=GRU4Rec",
-        f"--config_files={config_file}",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    first = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    argv, env = cli_command(tmp_path, epochs=2, item_init="random", item_norm="none")
+
+    def run(*extra):
+        return subprocess.run([*argv, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    first = run()
     assert first.returncode == 0, first.stderr[-1500:]
     (checkpoint,) = (tmp_path / "saved").glob("*.pth")
-    again = subprocess.run(
-        [*base, "--epochs=4", f"--resume_from={checkpoint}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run("--epochs=4", f"--resume_from={checkpoint}")
     assert again.returncode == 0, again.stderr[-1500:]
     assert "Resume training from epoch" in again.stderr and "epoch 0 training" not in again.stderr
     assert "test result" in again.stderr
-    missing = subprocess.run(
-        [*base, "--resume_from=/nonexistent.pth"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert (
-        missing.returncode == 2
-        and "option `resume_from`: checkpoint '/nonexistent.pth' does not exist" in missing.stderr
-    )
+    missing = run("--resume_from=/nonexistent.pth")
+    assert missing.returncode == 2
+    assert "option `resume_from`: checkpoint '/nonexistent.pth' does not exist" in missing.stderr

@@ -4,16 +4,12 @@ named, nothing half-written, and the next run with room succeeds without manual 
 "Full" is a file-size limit (RLIMIT_FSIZE) on the run's process: every write beyond it fails
 with EFBIG, as writes on a full disk fail with ENOSPC, and the test needs no mount."""
 
-import os
 import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
-from tests.conftest import slice_config, write_ml100k_slice
+from tests.conftest import cli_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,18 +22,8 @@ def limited(max_bytes):
     return preexec
 
 
-def run(tmp_path, config_file, name, preexec=None):
-    argv = [
-        sys.executable,
-        str(REPO / "run_recbole_tfllmer.py"),
-        "-m",
-        "TFLLMER",
-        "-d",
-        name,
-        "--backbone=GRU4Rec",
-        f"--config_files={config_file}",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run(tmp_path, command, preexec=None):
+    argv, env = command
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, preexec_fn=preexec)
 
 
@@ -50,33 +36,29 @@ def leftovers(root):
 
 
 def setup(tmp_path):
-    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=60)
-    config = slice_config(data_path, name, tmp_path, epochs=1, embedding_cache_dir=str(tmp_path / "cache"))
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return config_file, name
+    return cli_command(tmp_path, epochs=1, embedding_cache_dir=str(tmp_path / "cache"))
 
 
 def test_full_disk_while_writing_the_embedding_cache(tmp_path):
-    config_file, name = setup(tmp_path)
-    proc = run(tmp_path, config_file, name, limited(64 * 1024))  # the slice's cache is ~0.9 MiB
+    command = setup(tmp_path)
+    proc = run(tmp_path, command, limited(64 * 1024))  # the slice's cache is ~0.9 MiB
     assert proc.returncode == 2, proc.stderr[-2000:]
     (line,) = error_lines(proc)
     assert "could not write" in line and str(tmp_path / "cache") in line and "embedding_cache_dir" in line
     assert "Traceback" not in proc.stderr
     assert not leftovers(tmp_path / "cache")
-    assert run(tmp_path, config_file, name).returncode == 0  # room again: no clean-up needed
+    assert run(tmp_path, command).returncode == 0  # room again: no clean-up needed
 
 
 def test_full_disk_while_writing_a_checkpoint_keeps_nothing_half_written(tmp_path):
-    config_file, name = setup(tmp_path)
-    assert run(tmp_path, config_file, name).returncode == 0  # the cache exists: only the checkpoint is big
+    command = setup(tmp_path)
+    assert run(tmp_path, command).returncode == 0  # the cache exists: only the checkpoint is big
     for old in (tmp_path / "saved").glob("*.pth"):
         old.unlink()
-    proc = run(tmp_path, config_file, name, limited(48 * 1024))
+    proc = run(tmp_path, command, limited(48 * 1024))
     assert proc.returncode == 2, proc.stderr[-2000:]
     (line,) = error_lines(proc)
     assert "could not write" in line and ".pth" in line and "checkpoint_dir" in line
     assert "Traceback" not in proc.stderr
     assert not leftovers(tmp_path / "saved") and not list((tmp_path / "saved").glob("*.pth"))
-    assert run(tmp_path, config_file, name).returncode == 0
+    assert run(tmp_path, command).returncode == 0
