@@ -38,7 +38,9 @@ class TFLLMERConfig(Config):
 
     # -- config files -----------------------------------------------------------------
     def _load_config_files(self, file_list):
-        """RecBole's reader, with a missing, unreadable or malformed file named in one line."""
+        """RecBole's reader (later files override earlier ones), with a missing, unreadable or
+        malformed file named in one line; each file is read once."""
+        file_config_dict = {}
         for file in file_list or []:
             if not os.path.isfile(file):
                 raise ConfigError(f"config file '{file}' (--config_files / config_file_list) does not exist")
@@ -54,7 +56,8 @@ class TFLLMERConfig(Config):
                 raise ConfigError(f"config file '{file}' cannot be read ({err})") from None
             if content is not None and not isinstance(content, dict):
                 raise ConfigError(f"config file '{file}' must hold `key: value` lines, not a {type(content).__name__}")
-        return super()._load_config_files(file_list)
+            file_config_dict.update(content or {})
+        return file_config_dict
 
     # -- command line -----------------------------------------------------------------
     def _load_cmd_line(self):
