@@ -151,7 +151,7 @@ def training_rows(flat, starts, lengths, max_len=50, chunk=500_000):
     return seqs, (target_pos - hist_start).astype(np.int64), flat[target_pos]
 
 
-def part_graph(n_items, n_users, dim, components, lam, window, seed):
+def part_graph(n_items, n_users, dim, components, alpha, window, seed):
     from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
     from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
@@ -178,7 +178,7 @@ def part_graph(n_items, n_users, dim, components, lam, window, seed):
     with PeakRSS() as memory:
         t0 = time.perf_counter()
         norm = normalized_adjacency(graph)[1:, 1:]  # as the wrapper: drop the padding row/column
-        result = rec_pca_projection(X, norm, components, lam=lam)
+        result = rec_pca_projection(X, norm, components, alpha=alpha)
         out["rec_pca_seconds"] = time.perf_counter() - t0
     out["rec_pca_rss_before"], out["rec_pca_rss_peak"] = memory.start_rss, memory.peak
     out["graph_bytes"] = graph.data.nbytes + graph.indices.nbytes + graph.indptr.nbytes
@@ -218,7 +218,7 @@ def main(argv=None):
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--components", type=int, default=64)
-    parser.add_argument("--lam", type=float, default=0.5)
+    parser.add_argument("--alpha", type=float, default=0.35, help="rec_pca_alpha")
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -228,7 +228,7 @@ def main(argv=None):
         return
     if args.part == "graph":
         print(
-            json.dumps(part_graph(args.items, args.users, args.dim, args.components, args.lam, args.window, args.seed))
+            json.dumps(part_graph(args.items, args.users, args.dim, args.components, args.alpha, args.window, args.seed))
         )
         return
 
@@ -265,8 +265,8 @@ def main(argv=None):
                 str(args.dim),
                 "--components",
                 str(args.components),
-                "--lam",
-                str(args.lam),
+                "--alpha",
+                str(args.alpha),
                 "--window",
                 str(args.window),
                 "--seed",
@@ -286,7 +286,7 @@ def main(argv=None):
             f"({r['graph_bytes'] / MIB:.0f} MiB CSR), +{g_rise / MIB:.0f} MiB peak = {g_rise / x:.2f}x X"
         )
         print(
-            f"    normalise + Rec-PCA (d={args.components}, lambda={args.lam}): {r['rec_pca_seconds']:.2f} s, "
+            f"    normalise + Rec-PCA (d={args.components}, alpha={args.alpha}): {r['rec_pca_seconds']:.2f} s, "
             f"+{p_rise / MIB:.0f} MiB peak = {p_rise / x:.2f}x X; {r['isolated']} isolated items"
         )
         print("    phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()))

@@ -31,6 +31,7 @@ class Option:
     kind: str = "any"  # choice | number | int | bool | str | checked (by a pure function) | any
     choices: tuple = ()
     minimum: float = None
+    maximum: float = None
     positive: bool = False  # strictly > 0
     nullable: bool = False  # ~ (None) is a valid value
     hint: str = ""  # said in the error message after the rule
@@ -129,13 +130,24 @@ OPTIONS = (
         ITEM_INIT_CHOICES,
     ),
     Option(
-        "rec_pca_lambda",
-        0.5,
-        "weight of the graph total-variation penalty (0 = plain PCA)",
+        "rec_pca_alpha",
+        0.35,
+        "trade-off in [0, 1] between kept semantic variance and graph agreement, each scaled to its best "
+        "achievable value (0 = plain PCA)",
         "init",
         "number",
         minimum=0.0,
-        hint="the weight of the graph term: 0 = plain PCA, 0.5 is the default",
+        maximum=1.0,
+        hint="0 = plain PCA, 1 = graph agreement only; 0.35 is the default",
+    ),
+    Option(
+        "rec_pca_formulation",
+        "item_space",
+        "item_space = free item vectors from the implicit n x n operator (graph-regularised PCA); projection = "
+        "Z = XW",
+        "init",
+        "choice",
+        ("item_space", "projection"),
     ),
     Option("rec_pca_center", True, "centre the LLM vectors first", "init", "bool"),
     Option("rec_pca_row_normalize", False, "L2-normalise LLM vectors before centring", "init", "bool"),
@@ -143,7 +155,8 @@ OPTIONS = (
     Option(
         "rec_pca_solver",
         "auto",
-        "auto = exact unless the D x D matrix would cost > 1e11 multiply-adds",
+        "how the PCA part (and projection's D x D problems) is solved: auto = exact unless the D x D matrix "
+        "would cost > 1e11 multiply-adds",
         "init",
         "checked",
         values="auto \\| exact \\| iterative",
@@ -205,12 +218,13 @@ OPTIONS = (
     Option("item_norm", "always", "always | init (only at initialisation) | none", "norm", "choice", ITEM_NORM_CHOICES),
     Option(
         "item_norm_scale",
-        1.0,
-        "the norm r of every item vector",
+        None,
+        "the norm r of every item vector; ~ = sqrt(d) for d-dimensional item vectors (8 at d = 64)",
         "norm",
         "number",
         positive=True,
-        hint="the norm r of every item vector, e.g. 1.0",
+        nullable=True,
+        hint="the norm r of every item vector, e.g. 8.0, or ~ for sqrt(d)",
     ),
     Option("item_norm_learnable", False, "learn r (one scalar) jointly with the model", "norm", "bool"),
     # -- running -----------------------------------------------------------------------------
@@ -226,6 +240,12 @@ OPTIONS = (
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
+# Options that no longer exist, with what replaces them (a config that sets one fails loudly).
+RENAMED = {
+    "rec_pca_lambda": "use `rec_pca_alpha` in [0, 1]. `rec_pca_lambda` weighted an unscaled graph penalty whose "
+    "useful range depended on the dataset (above 1 it picked the least-variance directions); `rec_pca_alpha` "
+    "scales both terms to their best achievable value (0 = plain PCA, the default 0.35; see README, Rec-PCA)",
+}
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 
@@ -254,6 +274,8 @@ def check_value(option, value):
             raise ConfigError(f"option `{key}` must be > 0{hint}, got {value!r}")
         if option.minimum is not None and value < option.minimum:
             raise ConfigError(f"option `{key}` must be >= {option.minimum:g}{hint}, got {value!r}")
+        if option.maximum is not None and value > option.maximum:
+            raise ConfigError(f"option `{key}` must be <= {option.maximum:g}{hint}, got {value!r}")
     elif option.kind == "bool" and not isinstance(value, bool):
         raise ConfigError(f"option `{key}` must be true or false, got {value!r}")
     elif option.kind == "str" and not isinstance(value, str):
@@ -305,7 +327,8 @@ class InitOptions:
     """How the item table is initialised (tfllmer/rec_pca.py)."""
 
     item_init: str
-    rec_pca_lambda: float
+    rec_pca_alpha: float
+    formulation: str
     center: bool
     row_normalize: bool
     whiten: bool
@@ -319,9 +342,9 @@ class InitOptions:
         return self.item_init != "random"
 
     @property
-    def graph_weight(self):
-        """The lambda Rec-PCA runs with: 0 for `pca` (LLMInit), whatever is set otherwise."""
-        return float(self.rec_pca_lambda) if self.item_init == "rec_pca" else 0.0
+    def alpha(self):
+        """The trade-off Rec-PCA runs with: 0 for `pca` (LLMInit), `rec_pca_alpha` for `rec_pca`."""
+        return float(self.rec_pca_alpha) if self.item_init == "rec_pca" else 0.0
 
 
 @dataclass(frozen=True)
@@ -338,8 +361,13 @@ class NormOptions:
     """Item-embedding normalisation (item_tables.py)."""
 
     mode: str
-    scale: float
+    scale: float  # None = sqrt(d), resolved by `scale_for` once the item table's width is known
     learnable: bool
+
+    def scale_for(self, dim):
+        """r for d-dimensional item vectors: the set value, or sqrt(d) (the norm of a vector
+        with unit-scale coordinates; validation chose r = 3-10 at d = 64 where r was tuned)."""
+        return float(self.scale) if self.scale is not None else math.sqrt(dim)
 
 
 @dataclass(frozen=True)
@@ -354,7 +382,7 @@ class PluginOptions:
 def _cross_checks(v):
     """Rules that join several options, and the pure functions' own checks, as ConfigErrors."""
     from recbole_tfllmer.tfllmer.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
-    from recbole_tfllmer.tfllmer.rec_pca import ITERATIVE_MAX_LAMBDA, check_solver_options
+    from recbole_tfllmer.tfllmer.rec_pca import check_solver_options
 
     for key, check in (
         ("graph_window", check_graph_window),
@@ -369,13 +397,6 @@ def _cross_checks(v):
         check_solver_options(v["rec_pca_solver"], v["rec_pca_tol"], v["rec_pca_max_iter"])
     except ValueError as err:
         raise ConfigError(f"option {err}") from None
-    lam = v["rec_pca_lambda"]
-    if v["rec_pca_solver"] == "iterative" and v["item_init"] == "rec_pca" and lam > ITERATIVE_MAX_LAMBDA:
-        raise ConfigError(
-            f"conflicting options: `rec_pca_solver: iterative` needs `rec_pca_lambda` <= {ITERATIVE_MAX_LAMBDA} "
-            f"(above it the Rec-PCA matrix can be indefinite), got {lam!r}. Set `rec_pca_solver: exact` "
-            f"(or auto), or `rec_pca_lambda` <= {ITERATIVE_MAX_LAMBDA}."
-        )
     if v["item_norm_learnable"] and v["item_norm"] != "always":
         raise ConfigError(
             "conflicting options: `item_norm_learnable: true` learns the norm of the item vectors, "
@@ -421,6 +442,8 @@ def check_no_misspelt_options(user_options, known_options):
     import difflib
 
     for key in user_options:
+        if key in RENAMED:
+            raise ConfigError(f"option `{key}` was replaced: {RENAMED[key]}")
         if key in BY_NAME or key in known_options:
             continue
         near = difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.85)
@@ -459,7 +482,8 @@ def validate_options(config):
         ),
         init=InitOptions(
             item_init=v["item_init"],
-            rec_pca_lambda=float(v["rec_pca_lambda"]),
+            rec_pca_alpha=float(v["rec_pca_alpha"]),
+            formulation=v["rec_pca_formulation"],
             center=v["rec_pca_center"],
             row_normalize=v["rec_pca_row_normalize"],
             whiten=v["rec_pca_whiten"],
@@ -469,7 +493,11 @@ def validate_options(config):
             init_scale=None if v["init_scale"] is None else float(v["init_scale"]),
         ),
         graph=GraphOptions(window=v["graph_window"], weighting=v["graph_weighting"], topk=v["graph_topk"]),
-        norm=NormOptions(mode=v["item_norm"], scale=float(v["item_norm_scale"]), learnable=v["item_norm_learnable"]),
+        norm=NormOptions(
+            mode=v["item_norm"],
+            scale=None if v["item_norm_scale"] is None else float(v["item_norm_scale"]),
+            learnable=v["item_norm_learnable"],
+        ),
     )
 
 
@@ -517,6 +545,8 @@ def markdown_table():
             values = " \\| ".join(o.choices)
         elif o.kind in ("number", "int"):
             bound = "> 0" if o.positive else (f">= {o.minimum:g}" if o.minimum is not None else "any")
+            if o.minimum is not None and o.maximum is not None:
+                bound = f"in [{o.minimum:g}, {o.maximum:g}]"
             values = ("integer " if o.kind == "int" else "number ") + bound
         else:
             values = {"bool": "true \\| false", "str": "string"}.get(o.kind, "")

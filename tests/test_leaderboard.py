@@ -277,7 +277,7 @@ TUNING = {
     "sampler_seed": 0,
     "space": {
         "RandInit": {"learning_rate": [0.001, 0.002, 0.004]},
-        "TFLLMER": {"learning_rate": [0.001, 0.002, 0.004], "rec_pca_lambda": [0.1, 0.5], "item_norm_scale": [1, 3]},
+        "TFLLMER": {"learning_rate": [0.001, 0.002, 0.004], "rec_pca_alpha": [0.1, 0.5], "item_norm_scale": [1, 3]},
     },
 }
 

@@ -13,12 +13,12 @@ def test_backbone_yaml_loaded_under_the_wrapper():
         "TFLLMER",
         "ml-100k",
         config_file_list=[str(REPO_ROOT / "properties" / "ml-100k.yaml")],
-        cmd_args=["--backbone=BERT4Rec", "--rec_pca_lambda=0.25"],
+        cmd_args=["--backbone=BERT4Rec", "--rec_pca_alpha=0.25"],
     )
     assert config["backbone"] == "BERT4Rec"
     assert config["transform"] == "mask_itemseq"  # only BERT4Rec.yaml sets it
     assert config["mask_ratio"] == 0.2
-    assert config["rec_pca_lambda"] == 0.25  # command line beats the plugin yaml
+    assert config["rec_pca_alpha"] == 0.25  # command line beats the plugin yaml
     assert config["item_init"] == "rec_pca"  # plugin yaml default
 
 

@@ -28,7 +28,7 @@ def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
 
     _, norm_adjacency = cooccurrence_graph_from_split(config, train_data.dataset)
     expected = rec_pca_projection(
-        dataset.item_text_embeddings[1:], norm_adjacency[1:, 1:], n_components=32, lam=config["rec_pca_lambda"]
+        dataset.item_text_embeddings[1:], norm_adjacency[1:, 1:], n_components=32, alpha=config["rec_pca_alpha"]
     ).embeddings
     table = model.item_table.weight.detach().numpy()
     np.testing.assert_allclose(table[1:], expected, rtol=1e-5, atol=1e-6)
@@ -120,7 +120,6 @@ def test_saved_model_reloads_with_identical_scores(ml_slice, in_tmp):
 @pytest.mark.parametrize(
     "overrides, says",
     [
-        ({"rec_pca_lambda": 5.0}, "`rec_pca_lambda: 5` is above 1: the variance term enters with weight -4 < 0"),
         ({"item_norm_scale": 1e6}, "`item_norm_scale: 1e+06`: every item vector has norm 1e+06"),
         ({"precomputed_embeddings": "same-vector"}, "items have the same LLM vector"),
     ],

@@ -1,45 +1,57 @@
 """Rec-PCA: recommendation-aware reduction of LLM item embeddings (method-notes, "Rec-PCA").
 
-Pure numpy/scipy.  With ``X_p`` the prepared embeddings (optionally L2-normalised rows, then
-centred), ``A~`` the normalised co-occurrence adjacency (``normalized_adjacency``) and
-``L_c = C - A~`` the normalised Laplacian restricted to connected items
-(``C = diag(1[degree_i > 0])``), Rec-PCA solves
+Pure numpy/scipy.  ``X_p`` (n x D) are the prepared embeddings (optionally L2-normalised
+rows, then centred), ``A~`` the normalised co-occurrence adjacency of the training split
+(``normalized_adjacency``; eigenvalues in [-1, 1]) and d the backbone's embedding size.
+Two quantities are traded off:
 
-    maximise  tr(W^T X_p^T X_p W) - lam * tr(W^T X_p^T L_c X_p W)   s.t.  W^T W = I_d
+* semantic variance kept, ``S = tr(U^T K U)`` with ``K = X_p X_p^T`` (PCA maximises it);
+* graph agreement, ``T = tr(U^T A~ U)`` = sum_ij A~_ij <u_i, u_j>: neighbours in the
+  co-occurrence graph get similar vectors.  The quadratic graph total variation of the
+  vectors is ``tr(Z^T L_c Z) = sum_connected ||z_i||^2 - tr(Z^T A~ Z)``, so raising the
+  agreement at a given variance is lowering the TV.
 
-whose solution is the top-d eigenvectors of the D x D matrix
+**One trade-off on every dataset** (``alpha``, option ``rec_pca_alpha``, in [0, 1]).  Each
+term is divided by the most it can reach with d directions (the sum of its top-d
+eigenvalues, ``s_K`` and ``s_A``), so both are "fractions of the best achievable" and
+alpha weighs them the same way on any catalogue and encoder (the normalisation of
+graph-Laplacian PCA, Jiang et al., CVPR 2013, with the top-d sum in place of the largest
+eigenvalue so that d does not change the meaning).  Both weights are >= 0 on [0, 1] and
+values outside are refused, so no setting rewards losing variance: the old unscaled
+``lambda > 1`` (which picked the *least*-variance directions) cannot be expressed.
+``alpha = 0`` is exactly PCA for both formulations (the same code path as LLMInit).
 
-    M = X_p^T (I - lam L_c) X_p = X_p^T diag(w) X_p + lam X_p^T A~ X_p,   w_i = 1 - lam c_i.
+Monotone by construction: if ``U_1``, ``U_2`` maximise ``(1 - a) S/s_K + a T/s_A`` at
+``a_1 < a_2``, adding the two optimality inequalities gives ``S(U_1) >= S(U_2)`` and
+``T(U_1) <= T(U_2)``: kept variance never rises and agreement never falls as alpha grows
+(tests/test_rec_pca.py checks it, and the TV / variance ratio of the vectors, on data).
 
-When every item is connected this is the notes' ``(1 - lam) X^T X + lam X^T A~ X``; an
-isolated item keeps full weight in the variance term and has no graph term.  ``lam = 0`` (or
-no graph) is exactly PCA.  ``lam > 1`` is allowed: it only shifts the balance further towards
-graph smoothness (connected items' variance then enters with a negative weight; ``M`` stays
-symmetric and ``W`` is still its top eigenspace).
+Formulations (``formulation``, option ``rec_pca_formulation``):
 
-Cost (n items, D input dims, nnz graph entries):
-  * ``Y = lam A~ X_p``: one sparse-dense product, O(nnz D), in narrow column blocks that
-    stay in cache, spread over threads (scipy's kernel releases the GIL);
-  * ``M``: row chunks of ``X_p^T (diag(w) X_p + Y)``; only the upper block-triangle is
-    formed (about 0.56 n D^2 multiply-adds), float32 BLAS per chunk for float32 input,
-    accumulated across chunks in float64;
-  * ``W``: ``scipy.linalg.eigh`` with ``subset_by_index``, single-threaded (see
-    ``_single_threaded_lapack``).
-Solvers (``solver``): ``exact`` builds M as above and takes its top eigenvectors with
-LAPACK; ``iterative`` never forms M: block subspace iteration (block 2d, Rayleigh-Ritz every
-step) on the operator ``V -> X_p^T (diag(w) X_p V + lam A~ (X_p V))``, two passes over X and
-one thin sparse product per step (O(n D d + nnz d)), stopped when every top-d Ritz pair has
-``||M v - theta v|| <= tol * theta_1``.  It needs M positive semi-definite, which holds for
-``lam <= 0.5`` (``diag(w) + lam A~`` has eigenvalues in ``[1 - 2 lam, 1]``), so it refuses
-larger ``lam``.  ``auto`` (the default) is exact while the D x D matrix costs at most
-``_AUTO_EXACT_MAX_WORK`` multiply-adds (every catalogue up to ~10^5 items at 384-1024 dims),
-iterative above that (e.g. 100k items x 4096 dims: ~8e11 multiply-adds exact).  Its products
-run in X's dtype, so float32 embeddings bound the reachable residual at about 1e-7.
-Memory (float32 X of size |X|): X is never copied or centred as a whole; each chunk or
-column block is centred on the fly.  Copies that exist: ``Y`` (n x D in X's dtype, 1x |X|,
-only with a graph term), one row chunk plus one temporary of its size (|X|/8, at most
-64 MiB each), float64 D x D matrices, and float64/float32 copies of the graph.  Peak is
-about 2.3 |X| including X for 100k x 4096 with 5M edges (benchmarks/bench_rec_pca.py).
+* ``item_space`` (the default; graph-regularised PCA in the style of Jiang et al.): the
+  reduced item vectors are free, ``U`` (n x d, orthonormal) are the top-d eigenvectors of
+  the implicit n x n operator ``(1 - a) K / s_K + a A~ / s_A`` (Lanczos, ``scipy eigsh``;
+  ``K v = X_p (X_p^T v)`` and ``A~ v`` are products with X and the sparse graph, never a
+  dense n x n matrix), and ``Z = U diag(sqrt(s_K theta_k))``: at alpha = 0 the eigenvalues
+  are sigma_k^2 / s_K and Z = X_p W_pca, exactly PCA.  An item without edges has a zero row
+  in ``A~``: its row of the eigen-equation is ``theta u_i = (1 - a) x_i^T (X_p^T u) / s_K``,
+  a linear function of its own LLM vector, so it keeps its semantic part.
+* ``projection`` (the orthonormal projection ``Z = X_p W``, W^T W = I): W is the top-d
+  eigenvectors of the D x D matrix ``(1 - a) C / s_C + a G / s_G`` with ``C = X_p^T X_p``
+  and ``G = X_p^T A~ X_p`` (same S and T, restricted to vectors linear in X).  On ml-100k
+  it cannot reduce the TV / variance ratio by more than 5% even at alpha = 1 (README):
+  the LLM span holds few graph-smooth directions.
+
+Cost (n items, D dims, nnz graph entries, d outputs): the PCA part is unchanged (the Gram
+matrix in row chunks, or block subspace iteration when ``solver`` resolves to
+``iterative``); ``item_space`` adds Lanczos on the n x n operator, each product
+O(n D + nnz) with the full kernel or O(n r + nnz) with the rank-r kernel used for large
+inputs (``_ITEM_SPACE_FULL_KERNEL_MAX``: r = 2d PCA directions, reported as
+``kernel_rank``); ``projection`` adds ``G`` (a sparse-dense product and a second Gram-like
+pass) and two D x D eigendecompositions, or Lanczos on implicit D x D operators when
+iterative.  Memory: X is never copied or centred as a whole; each chunk is centred on the
+fly.  The item-space path holds n x d float64 blocks (and the n x 2d reduced kernel for
+large inputs), the projection path's exact solver one n x D copy ``A~ X_p``.
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse.linalg as spla
 
 from .cooccurrence import as_checked_csr, available_cores, connected_mask, graph_total_variation
 
@@ -61,9 +74,11 @@ try:  # optional (ships with scikit-learn); without it LAPACK runs with its defa
 except ImportError:  # pragma: no cover
     threadpool_limits = None
 
-__all__ = ["RecPCAResult", "rec_pca_projection", "check_solver_options", "SOLVERS", "ITERATIVE_MAX_LAMBDA"]
+__all__ = ["RecPCAResult", "rec_pca_projection", "check_solver_options", "SOLVERS", "FORMULATIONS", "DEFAULT_ALPHA"]
 
 SOLVERS = ("auto", "exact", "iterative")
+FORMULATIONS = ("item_space", "projection")
+DEFAULT_ALPHA = 0.35
 
 # Rows per chunk: a chunk of X is |X| / 8, clamped to [4 MiB, 64 MiB], so per-chunk
 # temporaries stay a small fraction of X for large and small catalogues alike.
@@ -71,42 +86,46 @@ _CHUNK_BYTES_MIN, _CHUNK_BYTES_MAX, _CHUNKS_PER_MATRIX = 4 * 2**20, 64 * 2**20, 
 # Width of the column blocks of the sparse product: 16 float32 = one cache line per row.
 _SPARSE_COLUMN_BLOCK = 16
 _MAX_SPARSE_THREADS = 8
-# stats['graph_tv_pca'] under a graph term needs the exact plain-PCA projection too: an
-# extra Gram matrix (n D^2 / 2 multiply-adds) and eigendecomposition (~4 D^3).  It is
-# computed only while that extra work stays below this budget (~2-4 s on 2 cores), i.e. not
-# for 4096-d LLM vectors, where it would add ~50% to the run; the lam = 0 run (the PCA
-# baseline) reports the same number as its graph_tv.
-_PCA_REFERENCE_MAX_WORK = 2e10
-# Width of the column blocks of the upper block-triangle of M.
+# Width of the column blocks of the upper block-triangle of G.
 _GRAM_COLUMN_BLOCK = 512
-# solver="auto" builds M exactly while n D^2 / 2 (its multiply-adds) stays below this.
+# solver="auto" builds the D x D matrices exactly while n D^2 / 2 (their multiply-adds) stays below this.
 _AUTO_EXACT_MAX_WORK = 1e11
-# Largest lam for which M is positive semi-definite (the iterative solver's requirement).
-ITERATIVE_MAX_LAMBDA = 0.5
+# item_space: the semantic kernel is applied as X_p (X_p^T v) (two passes over X per
+# Lanczos step) while n D stays below this; above it, as P (P^T v) with P = X_p V_r, the
+# top r = 2d PCA directions (those the semantic term rewards most), so a step is O(n r).
+_ITEM_SPACE_FULL_KERNEL_MAX = 2**24
 
 
 @dataclass
 class RecPCAResult:
     """Output of :func:`rec_pca_projection`."""
 
-    embeddings: np.ndarray  # (n, d) float32, Z = X_p W (each column scaled to unit RMS if whitened)
-    components: np.ndarray  # (D, d) float64, orthonormal columns W
+    embeddings: np.ndarray  # (n, d) float32 item vectors (each column scaled to unit RMS if whitened)
+    components: np.ndarray  # (D, d) float64 orthonormal W with Z = X_p W; None for item_space (Z is free)
     mean: np.ndarray  # (D,) float64 centring vector (zeros if not centred)
-    eigenvalues: np.ndarray  # (d,) float64 eigenvalues of M = X_p^T (I - lam L_c) X_p, descending
+    eigenvalues: np.ndarray  # (d,) float64 eigenvalues of the trade-off operator, descending
     stats: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------
-def _check_lambda(lam) -> float:
-    valid = isinstance(lam, numbers.Real) and not isinstance(lam, (bool, np.bool_))
-    if not valid or not np.isfinite(lam) or lam < 0:
+def check_alpha(alpha) -> float:
+    """rec_pca_alpha: the trade-off in [0, 1] (also checked when the Config is built)."""
+    valid = isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_))
+    if not valid or not np.isfinite(alpha) or not 0 <= alpha <= 1:
         raise ValueError(
-            f"rec_pca_lambda must be a finite number >= 0 (0 = plain PCA; values above 1 are "
-            f"allowed and weight the graph term more), got {lam!r}"
+            f"rec_pca_alpha must be a number in [0, 1] (0 = plain PCA, 1 = graph agreement only; both terms "
+            f"are scaled to their best achievable value, so values outside would reward losing variance), "
+            f"got {alpha!r}"
         )
-    return float(lam)
+    return float(alpha)
+
+
+def check_formulation(formulation) -> str:
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"rec_pca_formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
+    return formulation
 
 
 def _check_n_components(n_components, dim_in: int) -> int:
@@ -230,21 +249,16 @@ def _sparse_times_columns(sparse, prepare_columns, n_columns, out):
         list(pool.map(multiply, blocks))
 
 
-def _rec_pca_matrices(X, graph, connected, lam, row_scale, mean, seconds, exact_gram):
-    """Return ``(M, G or None, tr(G))`` where only the upper triangle of ``M`` is valid.
+def _graph_gram_matrix(X, graph, row_scale, mean, seconds):
+    """``G = X_p^T A~ X_p`` (only the upper triangle valid) and ``C = X_p^T X_p``.
 
-    ``M = X_p^T diag(w) X_p + lam X_p^T A~ X_p`` (``w_i = 1 - lam c_i``), from
-    Step 1: ``Y = lam A~ X_p`` by narrow column blocks (each block centred before the
-    sparse product, so no full centred copy of X exists);
-    Step 2: per row chunk of ``X_p`` the upper block-triangle of ``X_p^T (diag(w) X_p + Y)``.
-    With ``exact_gram`` the Gram ``G = X_p^T X_p`` is accumulated separately (syrk) for the
-    plain-PCA reference and ``M = (1 - lam) G + lam G_iso + X_p^T Y``; that costs about 90%
-    more multiply-adds in step 2.
+    Step 1: ``Y = A~ X_p`` by narrow column blocks (each block centred before the sparse
+    product, so no full centred copy of X exists); step 2: per row chunk of ``X_p`` the
+    upper block-triangle of ``X_p^T Y`` and the Gram ``X_p^T X_p`` (syrk), in float64.
     """
     started = time.perf_counter()
     n, dim = X.shape
     dtype = X.dtype
-    weights = 1.0 - lam * connected.astype(np.float64)
     mean_c = mean.astype(dtype)
     row_scale_c = None if row_scale is None else row_scale.astype(dtype)[:, None]
 
@@ -256,48 +270,133 @@ def _rec_pca_matrices(X, graph, connected, lam, row_scale, mean, seconds, exact_
             block -= mean_c[cols]
         return np.ascontiguousarray(block)
 
-    scaled_graph = graph.astype(dtype)  # a copy, so that lam is folded in once
-    scaled_graph.data *= dtype.type(lam)
+    graph_c = graph.astype(dtype)
     smoothed = np.empty((n, dim), dtype=dtype)
-    _sparse_times_columns(scaled_graph, prepared_columns, dim, smoothed)
-    del scaled_graph
+    _sparse_times_columns(graph_c, prepared_columns, dim, smoothed)
+    del graph_c
     seconds["graph_product"] = time.perf_counter() - started
     started = time.perf_counter()
-
-    matrix = np.zeros((dim, dim))
-    gram = np.zeros((dim, dim)) if exact_gram else None
-    gram_isolated = None
-    total_variance = 0.0
+    agreement = np.zeros((dim, dim))
+    gram = np.zeros((dim, dim))
     for rows in _row_chunks(n, dim * X.itemsize):
         chunk = _prepared_chunk(X, rows, row_scale, mean_c)
-        y_rows = smoothed[rows]  # a view, completed in place
-        if exact_gram:
-            gram += chunk.T @ chunk  # numpy dispatches A^T A to syrk
-            isolated_rows = ~connected[rows]
-            if isolated_rows.any():
-                chunk_isolated = chunk[isolated_rows]
-                if gram_isolated is None:
-                    gram_isolated = np.zeros((dim, dim))
-                gram_isolated += chunk_isolated.T @ chunk_isolated
-                del chunk_isolated
-        else:
-            total_variance += float(np.einsum("ij,ij->i", chunk, chunk).sum(dtype=np.float64))
-            row_weights = weights[rows].astype(dtype)[:, None]
+        gram += chunk.T @ chunk  # numpy dispatches A^T A to syrk
+        y_rows = smoothed[rows]
         for start in range(0, dim, _GRAM_COLUMN_BLOCK):
             stop = min(start + _GRAM_COLUMN_BLOCK, dim)
-            y_block = y_rows[:, start:stop]
-            if not exact_gram:
-                y_block += row_weights * chunk[:, start:stop]
-            matrix[:stop, start:stop] += chunk[:, :stop].T @ y_block
-        del chunk, y_rows, y_block
+            agreement[:stop, start:stop] += chunk[:, :stop].T @ y_rows[:, start:stop]
+        del chunk, y_rows
     del smoothed
-    if exact_gram:
-        matrix += (1.0 - lam) * gram
-        if gram_isolated is not None:
-            matrix += lam * gram_isolated
-        total_variance = float(np.trace(gram))
     seconds["gram_matrices"] = time.perf_counter() - started
-    return matrix, gram, total_variance
+    return gram, agreement
+
+
+def _pass_operator(X, row_scale, mean, graph, semantic_weight, graph_weight):
+    """``V -> X_p^T (s X_p V + g A~ X_p V)`` (D x k blocks): two row-chunked passes over X
+    in X's dtype and one thin sparse product, accumulated in float64."""
+    n, dim = X.shape
+    dtype = X.dtype
+    mean_c = mean.astype(dtype)
+    graph_c = None
+    if graph is not None and graph_weight != 0.0:
+        graph_c = graph.astype(dtype)
+        graph_c.data *= dtype.type(graph_weight)
+
+    def apply(basis):
+        basis_c = basis.astype(dtype)
+        projected = np.empty((n, basis.shape[1]), dtype=dtype)
+        for rows in _row_chunks(n, dim * X.itemsize):
+            projected[rows] = _prepared_chunk(X, rows, row_scale, mean_c) @ basis_c
+        mixed = projected * dtype.type(semantic_weight)
+        if graph_c is not None:
+            smoothed = np.empty_like(projected)
+            _sparse_times_columns(
+                graph_c, lambda cols: np.ascontiguousarray(projected[:, cols]), basis.shape[1], smoothed
+            )
+            mixed += smoothed
+            del smoothed
+        result = np.zeros((dim, basis.shape[1]))
+        for rows in _row_chunks(n, dim * X.itemsize):
+            result += _prepared_chunk(X, rows, row_scale, mean_c).T @ mixed[rows]
+        return result
+
+    return apply
+
+
+def _subspace_iteration(apply, dim, n_components, tol, max_iter, seconds):
+    """Top-d eigenpairs of a positive semi-definite operator (here the Gram matrix C) by
+    block subspace iteration with Rayleigh-Ritz every step.
+
+    Returns ``(values, vectors, info)`` for the whole block (2d, descending; the top d meet
+    ``||C v - theta v|| <= tol * theta_1``).  The start block is Gaussian with a fixed seed,
+    so results are deterministic.  The small dense steps run on one BLAS thread: on a busy
+    machine multi-threaded BLAS on (D, k) blocks was 10-100x slower in our measurements.
+    """
+    started = time.perf_counter()
+    # Block 2d: on the benchmark's spectrum 2d took 8 steps at tol 1e-5, d + 16 took 17 and
+    # 3d took 6, so 2d needs the fewest column-applications.
+    block = min(dim, max(2 * n_components, n_components + 16))
+    with _single_threaded_lapack():
+        basis = np.linalg.qr(np.random.default_rng(0).standard_normal((dim, block)))[0]
+    step = 0
+    while step < max_iter:
+        step += 1
+        image = apply(basis)
+        with _single_threaded_lapack():
+            values, vectors = np.linalg.eigh((basis.T @ image + image.T @ basis) / 2)
+            values, vectors = values[::-1], vectors[:, ::-1]
+            ritz, ritz_image = basis @ vectors, image @ vectors
+            residual = ritz_image[:, :n_components] - ritz[:, :n_components] * values[:n_components]
+            scale = max(abs(float(values[0])), np.finfo(float).tiny)
+            relative_residual = float(np.linalg.norm(residual, axis=0).max() / scale)
+            if relative_residual <= tol:
+                break
+            basis = np.linalg.qr(ritz_image)[0]  # span(C basis), in Ritz order
+    seconds["pca_iterations"] = time.perf_counter() - started
+    info = {"iterations": step, "relative_residual": relative_residual, "block_size": block}
+    return values.copy(), _fix_signs(ritz), info
+
+
+def _lanczos_top(apply, dim, n_components, tol):
+    """Top-d (largest algebraic) eigenpairs of an implicit symmetric operator, descending.
+
+    ARPACK's Lanczos (``scipy eigsh``) needs only products, finds the algebraically largest
+    eigenvalues of indefinite operators (the graph term has negative eigenvalues) and
+    starts from a fixed vector, so results are deterministic.
+    """
+    operator = spla.LinearOperator(
+        (dim, dim), matvec=lambda v: apply(v.reshape(-1, 1)).ravel(), matmat=apply, dtype=np.float64
+    )
+    start = np.random.default_rng(0).standard_normal(dim)
+    if n_components >= dim - 1:  # ARPACK needs k < n: take the dense route
+        dense = apply(np.eye(dim))
+        return _top_eigenvectors((dense + dense.T) / 2, n_components)
+    with _single_threaded_lapack():
+        values, vectors = spla.eigsh(operator, k=n_components, which="LA", v0=start, tol=tol)
+    order = np.argsort(values)[::-1]
+    return values[order].copy(), _fix_signs(vectors[:, order].copy())
+
+
+def _transpose_product(X, row_scale, mean, U):
+    """``X_p^T U`` in one row-chunked pass (products in X's dtype, accumulated in float64)."""
+    dim = X.shape[1]
+    mean_c = mean.astype(X.dtype)
+    result = np.zeros((dim, U.shape[1]))
+    for rows in _row_chunks(X.shape[0], dim * X.itemsize):
+        result += _prepared_chunk(X, rows, row_scale, mean_c).T @ U[rows].astype(X.dtype)
+    return result
+
+
+def _principal_sines(basis_a, basis_b):
+    """Sines of the principal angles between two subspaces given by orthonormal bases."""
+    cosines = np.clip(sla.svdvals(basis_a.T @ basis_b), 0.0, 1.0)
+    return np.sqrt(np.maximum(1.0 - cosines**2, 0.0))
+
+
+def _orthonormal(matrix):
+    """An orthonormal basis of the column span (columns of zero norm are dropped)."""
+    norms = np.linalg.norm(matrix, axis=0)
+    return np.linalg.qr(matrix[:, norms > 0])[0]
 
 
 def _single_threaded_lapack():
@@ -334,78 +433,6 @@ def _fix_signs(vectors):
     return vectors
 
 
-def _iterative_top_eigenvectors(X, graph, connected, lam, row_scale, mean, n_components, tol, max_iter, seconds):
-    """Top-d eigenpairs of M by block subspace iteration on the implicit operator.
-
-    Returns ``(eigenvalues, components, total_variance, info)``.  Each step applies
-    ``M V = X_p^T (diag(w) X_p V + lam A~ X_p V)`` to a (D, k) block (two row-chunked passes
-    over X in X's dtype, accumulated in float64), then Rayleigh-Ritz on the block; the
-    residual test uses the M V already computed, so a converged step costs nothing extra.
-    The start block is Gaussian with a fixed seed: results are deterministic.
-    """
-    started = time.perf_counter()
-    n, dim = X.shape
-    dtype = X.dtype
-    # Block 2d: on the benchmark's spectrum 2d took 8 steps at tol 1e-5, d + 16 took 17 and
-    # 3d took 6, so 2d needs the fewest column-applications of M.
-    block = min(dim, max(2 * n_components, n_components + 16))
-    mean_c = mean.astype(dtype)
-    weights = (1.0 - lam * connected.astype(np.float64)).astype(dtype)[:, None]
-    scaled_graph = None
-    if graph is not None and lam != 0.0:
-        scaled_graph = graph.astype(dtype)
-        scaled_graph.data *= dtype.type(lam)
-    total_variance = [0.0]
-
-    def apply_matrix(basis, first):
-        basis_c = basis.astype(dtype)
-        projected = np.empty((n, basis.shape[1]), dtype=dtype)
-        for rows in _row_chunks(n, dim * X.itemsize):
-            chunk = _prepared_chunk(X, rows, row_scale, mean_c)
-            if first:
-                total_variance[0] += float(np.einsum("ij,ij->i", chunk, chunk).sum(dtype=np.float64))
-            projected[rows] = chunk @ basis_c
-            del chunk
-        mixed = weights * projected
-        if scaled_graph is not None:
-            smoothed = np.empty_like(projected)
-            _sparse_times_columns(
-                scaled_graph, lambda cols: np.ascontiguousarray(projected[:, cols]), projected.shape[1], smoothed
-            )
-            mixed += smoothed
-            del smoothed
-        result = np.zeros((dim, basis.shape[1]))
-        for rows in _row_chunks(n, dim * X.itemsize):
-            result += _prepared_chunk(X, rows, row_scale, mean_c).T @ mixed[rows]
-        return result
-
-    def rayleigh_ritz(basis, image):
-        """Ritz pairs of M on span(basis) (orthonormal), descending, with their images and
-        the top-d pairs' relative residual."""
-        values, vectors = np.linalg.eigh((basis.T @ image + image.T @ basis) / 2)
-        values, vectors = values[::-1], vectors[:, ::-1]
-        ritz, ritz_image = basis @ vectors, image @ vectors
-        residual = ritz_image[:, :n_components] - ritz[:, :n_components] * values[:n_components]
-        scale = max(abs(float(values[0])), np.finfo(float).tiny)
-        return values, ritz, ritz_image, float(np.linalg.norm(residual, axis=0).max() / scale)
-
-    # The small dense steps run on one BLAS thread: on a busy machine, multi-threaded BLAS
-    # on (D, k) blocks was 10-100x slower in our measurements (threads spin for a core).
-    with _single_threaded_lapack():
-        basis = np.linalg.qr(np.random.default_rng(0).standard_normal((dim, block)))[0]
-    for step in range(1, max_iter + 1):
-        image = apply_matrix(basis, first=step == 1)
-        with _single_threaded_lapack():
-            ritz_values, ritz, ritz_image, relative_residual = rayleigh_ritz(basis, image)
-            if relative_residual <= tol:
-                break
-            basis = np.linalg.qr(ritz_image)[0]  # span(M basis), in Ritz order
-    components = ritz[:, :n_components]
-    seconds["iterations"] = time.perf_counter() - started
-    info = {"iterations": step, "relative_residual": relative_residual, "block_size": block}
-    return ritz_values[:n_components].copy(), _fix_signs(components), total_variance[0], info
-
-
 def _project(X, row_scale, mean, basis):
     """X_p V (products in X's dtype, stored as float64), one row-chunked pass."""
     n, dim = X.shape
@@ -417,6 +444,20 @@ def _project(X, row_scale, mean, basis):
     return projected
 
 
+def _total_variance(X, row_scale, mean):
+    """``tr(X_p^T X_p)`` in one row-chunked pass (float64 sums)."""
+    mean_c = mean.astype(X.dtype)
+    total = 0.0
+    for rows in _row_chunks(X.shape[0], X.shape[1] * X.itemsize):
+        chunk = _prepared_chunk(X, rows, row_scale, mean_c)
+        total += float(np.einsum("ij,ij->i", chunk, chunk).sum(dtype=np.float64))
+    return total
+
+
+def _connected_variance(Z, connected):
+    return float(np.einsum("ij,ij->", Z[connected], Z[connected]))
+
+
 # --------------------------------------------------------------------------------------
 # public entry point
 # --------------------------------------------------------------------------------------
@@ -424,7 +465,8 @@ def rec_pca_projection(
     X,
     norm_adjacency,
     n_components,
-    lam=0.5,
+    alpha=DEFAULT_ALPHA,
+    formulation="item_space",
     center=True,
     row_normalize=False,
     whiten=False,
@@ -432,29 +474,31 @@ def rec_pca_projection(
     tol=1e-5,
     max_iter=100,
 ) -> RecPCAResult:
-    """Rec-PCA projection of LLM item embeddings (method-notes, "Rec-PCA as we formulate it").
+    """Rec-PCA item vectors of LLM item embeddings (module docstring).
 
     ``X``: (n, D) embeddings of real items (no padding row).  ``norm_adjacency``: the (n, n)
     output of :func:`normalized_adjacency` on the matching co-occurrence sub-graph, or None
     (plain PCA).  ``n_components`` is the backbone's embedding size d (1 <= d <= D).
-    ``solver`` (``rec_pca_solver``): exact | iterative | auto, with ``tol`` / ``max_iter``
-    (``rec_pca_tol`` / ``rec_pca_max_iter``) for the iterative one (module docstring).
-    ``lam`` (config ``rec_pca_lambda``) weights the graph total variation; ``center``,
-    ``row_normalize`` (L2 rows before centring) and ``whiten`` (unit-RMS output columns;
-    the components and stats are those of the unwhitened projection) prepare X and Z.
+    ``alpha`` (``rec_pca_alpha``, [0, 1]) trades kept semantic variance for graph agreement,
+    ``formulation`` (``rec_pca_formulation``) is item_space | projection.  ``solver``
+    (``rec_pca_solver``): exact | iterative | auto decides how the PCA part (and the
+    projection formulation's D x D problems) are solved, with ``tol`` / ``max_iter``;
+    ``center``, ``row_normalize`` (L2 rows before centring) and ``whiten`` (unit-RMS output
+    columns; the stats are those of the unwhitened vectors) prepare X and Z.
 
-    Stats: ``retained_variance`` = tr(W^T X_p^T X_p W) / tr(X_p^T X_p); ``graph_tv`` and
-    ``graph_tv_pca``: :func:`graph_total_variation` of X_p W and of the exact plain-PCA
-    projection (both None without a graph).  With a graph term, ``graph_tv_pca`` needs a
-    second Gram matrix and eigendecomposition; it is None when that would exceed
-    ``_PCA_REFERENCE_MAX_WORK`` (e.g. 4096-d inputs), and the lam = 0 run gives it as its
-    ``graph_tv``.  ``seconds`` times the phases.  Inputs are validated: ``lam``
-    (``rec_pca_lambda``) must be finite and >= 0, ``n_components`` in [1, D], X finite.
+    The geometry report in ``stats``: ``retained_variance`` (semantic variance kept, as a
+    fraction of ``tr(X_p^T X_p)``) and ``retained_variance_pca``; ``graph_tv`` /
+    ``graph_tv_pca`` (:func:`graph_total_variation` of Z and of the PCA vectors) and
+    ``tv_ratio`` / ``tv_ratio_pca`` (the same divided by the vectors' variance on connected
+    items); ``max_sine_to_pca`` / ``mean_sine_to_pca`` (principal angles between Z's
+    subspace and PCA's: in feature space for projection, item space for item_space);
+    ``semantic_scale`` / ``graph_scale`` (the normalisers s_K, s_A or s_G); ``seconds``.
     """
     started = time.perf_counter()
     seconds = {}
     X = _as_embedding_matrix(X)
-    lam = _check_lambda(lam)
+    alpha = check_alpha(alpha)
+    formulation = check_formulation(formulation)
     solver = check_solver_options(solver, tol, max_iter)
     n_items, dim_in = X.shape
     n_components = _check_n_components(n_components, dim_in)
@@ -475,110 +519,163 @@ def rec_pca_projection(
                 "pass normalized_adjacency(graph)"
             )
     connected = connected_mask(graph) if graph is not None else np.zeros(n_items, dtype=bool)
-
     row_scale = _row_scale(X) if row_normalize else None
     column_sum = _weighted_column_sum(X, row_scale)
     mean = column_sum / n_items if center else np.zeros(dim_in)
-
     seconds["checks_and_mean"] = time.perf_counter() - started
 
-    use_graph = graph is not None and lam != 0.0 and bool(connected.any())
+    use_graph = graph is not None and alpha != 0.0 and bool(connected.any())
     if solver == "auto":
-        small = n_items * dim_in**2 / 2 <= _AUTO_EXACT_MAX_WORK
-        solver = "exact" if small or (use_graph and lam > ITERATIVE_MAX_LAMBDA) else "iterative"
-    if solver == "iterative" and use_graph and lam > ITERATIVE_MAX_LAMBDA:
-        raise ValueError(
-            f"rec_pca_solver 'iterative' needs rec_pca_lambda <= {ITERATIVE_MAX_LAMBDA} (above it the "
-            f"Rec-PCA matrix can be indefinite and subspace iteration may miss its top eigenvectors); "
-            f"got rec_pca_lambda {lam}. Use rec_pca_solver 'exact' (or 'auto')."
-        )
-    solver_info = {"solver": solver}
-    pca_components = None
-    if solver == "iterative":
-        eigenvalues, components, total_variance, iteration_info = _iterative_top_eigenvectors(
-            X,
-            graph if use_graph else None,
-            connected if use_graph else np.zeros(n_items, dtype=bool),
-            lam if use_graph else 0.0,
-            row_scale,
-            mean,
-            n_components,
-            tol,
-            max_iter,
-            seconds,
-        )
-        solver_info.update(iteration_info)
-        if iteration_info["relative_residual"] > tol:
+        solver = "exact" if n_items * dim_in**2 / 2 <= _AUTO_EXACT_MAX_WORK else "iterative"
+    lanczos_tol = 0.0 if solver == "exact" else tol
+    full_kernel = n_items * dim_in <= _ITEM_SPACE_FULL_KERNEL_MAX
+    kernel_rank = n_components
+    if use_graph and formulation == "item_space" and not full_kernel:
+        kernel_rank = min(dim_in, 2 * n_components)
+    info = {"solver": solver}
+
+    # 1. PCA: the alpha = 0 answer, the semantic scale s_K and the geometry report's reference.
+    step = time.perf_counter()
+    gram = agreement = None
+    if solver == "exact":
+        if use_graph and formulation == "projection":
+            gram, agreement = _graph_gram_matrix(X, graph, row_scale, mean, seconds)
+        else:
+            gram = _gram_matrix(X, row_scale, mean)
+            seconds["gram_matrices"] = time.perf_counter() - step
+        total_variance = float(np.trace(gram))
+        step = time.perf_counter()
+        pca_values, pca_components = _top_eigenvectors(gram, kernel_rank)
+        seconds["pca_eigh"] = time.perf_counter() - step
+    else:
+        apply_gram = _pass_operator(X, row_scale, mean, None, 1.0, 0.0)
+        values, vectors, pca_info = _subspace_iteration(apply_gram, dim_in, n_components, tol, max_iter, seconds)
+        pca_values, pca_components = values[:kernel_rank], vectors[:, :kernel_rank]
+        info.update({"iterations": pca_info["iterations"], "relative_residual": pca_info["relative_residual"]})
+        info["block_size"] = pca_info["block_size"]
+        if pca_info["relative_residual"] > tol:
             warnings.warn(
                 f"Rec-PCA iterative solver stopped after rec_pca_max_iter={max_iter} steps with relative "
-                f"residual {iteration_info['relative_residual']:.2e} > rec_pca_tol={tol:g}; the components "
+                f"residual {pca_info['relative_residual']:.2e} > rec_pca_tol={tol:g}; the components "
                 f"are approximate (raise rec_pca_max_iter or use rec_pca_solver 'exact')",
                 stacklevel=2,
             )
-        if not use_graph:
-            pca_components = components
-    elif use_graph:
-        with_reference = n_items * dim_in**2 / 2 + 4 * dim_in**3 <= _PCA_REFERENCE_MAX_WORK
-        matrix, gram, total_variance = _rec_pca_matrices(
-            X, graph, connected, lam, row_scale, mean, seconds, exact_gram=with_reference
-        )
-        started = time.perf_counter()
-        eigenvalues, components = _top_eigenvectors(matrix, n_components)
-        del matrix
-        if gram is not None:
-            _, pca_components = _top_eigenvectors(gram, n_components)
-    else:
-        started = time.perf_counter()
-        gram = _gram_matrix(X, row_scale, mean)
-        total_variance = float(np.trace(gram))
-        seconds["gram_matrices"] = time.perf_counter() - started
-        started = time.perf_counter()
-        eigenvalues, components = _top_eigenvectors(gram, n_components)
-        pca_components = components
-    if solver == "exact":
-        del gram
-        seconds["eigh"] = time.perf_counter() - started
-    started = time.perf_counter()
+        total_variance = _total_variance(X, row_scale, mean)
+    semantic_scale = float(pca_values[:n_components].sum())
+    if not semantic_scale > 0:  # every item has the same vector: nothing to trade, Z = 0 (PCA)
+        use_graph = False
+    pca_basis = pca_components[:, :n_components]
+    pca_vectors = _project(X, row_scale, mean, pca_basis)
 
-    # One pass gives this projection and, when computed, the plain-PCA one (graph_tv_pca).
-    with_reference = use_graph and pca_components is not None
-    basis = np.hstack([components, pca_components]) if with_reference else components
-    projected_both = _project(X, row_scale, mean, basis)
-    projected = np.ascontiguousarray(projected_both[:, :n_components])
-    kept_variance = float(np.einsum("ij,ij->", projected, projected))
-
-    graph_tv = graph_tv_pca = None
-    if graph is not None:
-        graph_tv = graph_total_variation(projected, graph, connected)
-        if with_reference:
-            graph_tv_pca = graph_total_variation(projected_both[:, n_components:], graph, connected)
+    # 2. The trade-off.
+    step = time.perf_counter()
+    graph_scale = None
+    components = item_basis = None
+    if not use_graph:
+        components, eigenvalues, vectors = pca_basis, pca_values[:n_components].copy(), pca_vectors
+        kept_variance = float(np.einsum("ij,ij->", vectors, vectors))
+    elif formulation == "projection":
+        if solver == "exact":
+            graph_values = _top_eigenvectors(agreement, n_components)[0]
         else:
-            graph_tv_pca = None if use_graph else graph_tv
-    del projected_both
+            apply_agreement = _pass_operator(X, row_scale, mean, graph, 0.0, 1.0)
+            graph_values = _lanczos_top(apply_agreement, dim_in, n_components, lanczos_tol)[0]
+        graph_scale = _positive_graph_scale(graph_values, "X_p^T A~ X_p (directions linear in X)")
+        weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
+        if solver == "exact":
+            eigenvalues, components = _top_eigenvectors(weights[0] * gram + weights[1] * agreement, n_components)
+        else:
+            apply_tradeoff = _pass_operator(X, row_scale, mean, graph, *weights)
+            eigenvalues, components = _lanczos_top(apply_tradeoff, dim_in, n_components, lanczos_tol)
+        del gram, agreement
+        vectors = _project(X, row_scale, mean, components)
+        kept_variance = float(np.einsum("ij,ij->", vectors, vectors))
+    else:
+        graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, lanczos_tol)[0]
+        graph_scale = _positive_graph_scale(graph_values, "A~")
+        if full_kernel:  # K V = X_p (X_p^T V), two row-chunked passes, no copy of X
 
-    seconds["projection_and_stats"] = time.perf_counter() - started
+            def kernel(V):
+                return _project(X, row_scale, mean, _transpose_product(X, row_scale, mean, V))
+        else:  # the rank-r kernel P P^T with P = X_p V_r (n x r)
+            reduced = _project(X, row_scale, mean, pca_components)
+
+            def kernel(V):
+                return reduced @ (reduced.T @ V)
+
+        weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
+        eigenvalues, item_basis = _lanczos_top(
+            lambda V: weights[0] * kernel(V) + weights[1] * (graph @ V), n_items, n_components, lanczos_tol
+        )
+        # Column k carries sqrt(s_K theta_k): at alpha = 0 that is sigma_k, i.e. exactly PCA.
+        vectors = item_basis * np.sqrt(np.maximum(semantic_scale * eigenvalues, 0.0))
+        captured = _transpose_product(X, row_scale, mean, item_basis)
+        kept_variance = float(np.einsum("ij,ij->", captured, captured))
+        info["kernel_rank"] = dim_in if full_kernel else kernel_rank
+    seconds["tradeoff"] = time.perf_counter() - step
+
+    # 3. The geometry report.
+    step = time.perf_counter()
+    graph_tv = graph_tv_pca = tv_ratio = tv_ratio_pca = None
+    if graph is not None:
+        graph_tv_pca = graph_total_variation(pca_vectors, graph, connected)
+        graph_tv = graph_total_variation(vectors, graph, connected) if use_graph else graph_tv_pca
+        variance_pca = _connected_variance(pca_vectors, connected)
+        tv_ratio_pca = graph_tv_pca / variance_pca if variance_pca > 0 else None
+        variance = _connected_variance(vectors, connected)
+        tv_ratio = graph_tv / variance if variance > 0 else None
+    if not use_graph:
+        sines = np.zeros(n_components)
+    elif formulation == "projection":
+        sines = _principal_sines(components, pca_basis)
+    else:
+        sines = _principal_sines(item_basis, _orthonormal(pca_vectors))
+    seconds["geometry"] = time.perf_counter() - step
 
     if whiten:
-        rms = np.sqrt(np.mean(projected**2, axis=0))
+        rms = np.sqrt(np.mean(vectors**2, axis=0))
         nonzero = rms > 0
-        projected[:, nonzero] /= rms[nonzero]
+        vectors = vectors.copy()
+        vectors[:, nonzero] /= rms[nonzero]
 
+    kept_pca = float(np.einsum("ij,ij->", pca_vectors, pca_vectors))
+    seconds["total"] = time.perf_counter() - started
     stats = {
+        "formulation": formulation,
+        "alpha": alpha,
         "retained_variance": kept_variance / total_variance if total_variance > 0 else 1.0,
-        "graph_tv_pca": graph_tv_pca,
+        "retained_variance_pca": kept_pca / total_variance if total_variance > 0 else 1.0,
         "graph_tv": graph_tv,
-        "lambda": lam,
+        "graph_tv_pca": graph_tv_pca,
+        "tv_ratio": tv_ratio,
+        "tv_ratio_pca": tv_ratio_pca,
+        "max_sine_to_pca": float(sines.max()) if sines.size else 0.0,
+        "mean_sine_to_pca": float(sines.mean()) if sines.size else 0.0,
+        "semantic_scale": semantic_scale,
+        "graph_scale": graph_scale,
         "n_items": n_items,
         "dim_in": dim_in,
         "dim_out": n_components,
         "n_isolated": int(n_items - connected.sum()),
-        **solver_info,
+        **info,
         "seconds": seconds,
     }
     return RecPCAResult(
-        embeddings=projected.astype(np.float32),
+        embeddings=np.asarray(vectors, dtype=np.float32),
         components=components,
         mean=mean,
-        eigenvalues=eigenvalues,
+        eigenvalues=np.asarray(eigenvalues, dtype=np.float64),
         stats=stats,
     )
+
+
+def _positive_graph_scale(values, what):
+    """s_A / s_G: the graph term's best d-direction agreement, which must be positive."""
+    scale = float(np.sum(values))
+    if not scale > 0:
+        raise ValueError(
+            f"the co-occurrence graph gives no positive agreement over {what} (sum of its top eigenvalues "
+            f"{scale:.3g}), so the graph term has nothing to reward: use rec_pca_alpha 0 (plain PCA) or "
+            "check the graph options (graph_window, graph_weighting)"
+        )
+    return scale

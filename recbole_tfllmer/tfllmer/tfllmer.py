@@ -53,7 +53,7 @@ def cooccurrence_graph_from_split(config, dataset):
         raise GraphError(
             f"the co-occurrence graph of dataset '{config['dataset']}' has no edges (every training "
             "sequence has a single item?): Rec-PCA has nothing to align with. Use `item_init: pca`, "
-            "or `rec_pca_lambda: 0`."
+            "or `rec_pca_alpha: 0`."
         )
     return adjacency, normalized_adjacency(adjacency)
 
@@ -63,6 +63,7 @@ class InitReport:
     """What initialising the item table did: logged, and kept in leaderboard records."""
 
     backbone: str
+    item_norm_scale: float = None  # the r the tables were normalised to (sqrt(d) when the option is ~)
     graph_edges: int = None
     graph_seconds: float = None
     rec_pca_seconds: float = None
@@ -72,6 +73,7 @@ class InitReport:
         """Flat keys (rec_pca_<stat>), as the records have always stored them."""
         flat = {
             "backbone": self.backbone,
+            "item_norm_scale": self.item_norm_scale,
             "graph_edges": self.graph_edges,
             "graph_seconds": self.graph_seconds,
             "rec_pca_seconds": self.rec_pca_seconds,
@@ -104,9 +106,12 @@ class TFLLMER(SequentialRecommender):
                 )
         if self.options.init.uses_llm_vectors:
             self._initialise_from_llm(config, dataset, tables)
-        self._warn_if_degenerate_norm(self.options.norm)
+        self.item_norm_scale = self.options.norm.scale_for(tables[0].embedding_dim)
+        if self.options.norm.mode != "none":
+            self.init_report.item_norm_scale = self.item_norm_scale
+        self._warn_if_degenerate_norm(self.options.norm.mode, self.item_norm_scale)
         for table in tables:
-            self._install_normalisation(self.options.norm, table)
+            self._install_normalisation(self.options.norm, self.item_norm_scale, table)
 
     @property
     def item_table(self):
@@ -123,9 +128,8 @@ class TFLLMER(SequentialRecommender):
                 f"least {dim} dimensions or set embedding_size / hidden_size <= {embeddings.shape[1]}."
             )
         init = self.options.init
-        lam = init.graph_weight
         norm_adjacency = None
-        if lam > 0:
+        if init.alpha > 0:
             start = time.perf_counter()
             adjacency, norm_adjacency = cooccurrence_graph_from_split(config, dataset)
             norm_adjacency = norm_adjacency[1:, 1:]
@@ -141,7 +145,8 @@ class TFLLMER(SequentialRecommender):
             embeddings[1:],
             norm_adjacency,
             n_components=dim,
-            lam=lam,
+            alpha=init.alpha,
+            formulation=init.formulation,
             center=init.center,
             row_normalize=init.row_normalize,
             whiten=init.whiten,
@@ -151,6 +156,8 @@ class TFLLMER(SequentialRecommender):
         )
         stats = dict(result.stats)
         stats.pop("seconds", None)  # rec_pca's per-phase timings; the total is kept below
+        if init.alpha == 0:  # LLMInit: no trade-off ran, so its fields would only mislead
+            stats.pop("formulation", None)
         self.init_report.rec_pca = stats
         self.init_report.rec_pca_seconds = time.perf_counter() - start
 
@@ -163,24 +170,24 @@ class TFLLMER(SequentialRecommender):
                 weight = table.weight
                 weight[1 : self.n_items] = torch.from_numpy(vectors).to(weight.device, weight.dtype)
                 weight[0].zero_()
-        self._log_projection(result.stats, lam, dim, embeddings.shape[1])
-        if lam > 1:
-            kept = result.stats.get("retained_variance")
-            self.logger.warning(
-                f"`rec_pca_lambda: {lam:g}` is above 1: the variance term enters with weight {1 - lam:g} < 0, so "
-                f"Rec-PCA prefers low-variance directions (semantic variance kept: {kept if kept is None else round(kept, 4)}). "
-                "Use a value in [0, 1]."
-            )
+        self._log_geometry(result.stats, init.alpha, dim, embeddings.shape[1], self.init_report.rec_pca_seconds)
 
-    def _log_projection(self, stats, lam, dim, dim_in):
-        method = "Rec-PCA" if lam > 0 else "PCA"
-        message = f"{method} {dim_in} -> {dim} dims (lambda={lam:g})"
-        if stats.get("retained_variance") is not None:
-            message += f": semantic variance kept {stats['retained_variance']:.3f}"
-        if stats.get("graph_tv") is not None:
-            before = stats.get("graph_tv_pca")
-            before = f"{before:.4g} (PCA) -> " if before is not None else ""
-            message += f", graph total variation {before}{stats['graph_tv']:.4g}"
+    def _log_geometry(self, stats, alpha, dim, dim_in, seconds):
+        """One line: what Rec-PCA did to the geometry, against plain PCA."""
+        if alpha > 0:
+            message = f"Rec-PCA ({stats['formulation']}, alpha={alpha:g}) {dim_in} -> {dim} dims in {seconds:.2f} s"
+        else:
+            message = f"PCA {dim_in} -> {dim} dims in {seconds:.2f} s"
+        message += f": semantic variance kept {stats['retained_variance']:.3f}"
+        if alpha > 0:
+            message += f" (PCA {stats['retained_variance_pca']:.3f})"
+        if stats.get("tv_ratio") is not None:
+            message += f", graph TV / variance {stats['tv_ratio']:.3f}"
+            if alpha > 0:
+                message += (
+                    f" (PCA {stats['tv_ratio_pca']:.3f}), principal-angle sine to PCA max "
+                    f"{stats['max_sine_to_pca']:.2f} / mean {stats['mean_sine_to_pca']:.2f}"
+                )
         self.logger.info(set_color("TFLLMER", "pink") + f" [{self.backbone_name}] {message}")
 
     def _warn_if_degenerate_vectors(self, vectors):
@@ -193,21 +200,21 @@ class TFLLMER(SequentialRecommender):
                 "(do the items' texts differ?)"
             )
 
-    def _warn_if_degenerate_norm(self, norm):
-        """Logits scale with r^2 under normalisation: far from 1 the softmax saturates or flattens."""
-        if norm.mode != "none" and not 0.01 <= norm.scale <= 100:
+    def _warn_if_degenerate_norm(self, mode, scale):
+        """Scores scale with r under normalisation: far from the useful range the softmax saturates or flattens."""
+        if mode != "none" and not 0.01 <= scale <= 100:
             self.logger.warning(
-                f"`item_norm_scale: {norm.scale:g}`: every item vector has norm {norm.scale:g}, so scores scale "
-                f"by about {norm.scale:g}x the sequence norm and the softmax "
-                f"{'saturates' if norm.scale > 100 else 'is nearly uniform'}. Values of 1 to 10 are the useful range."
+                f"`item_norm_scale: {scale:g}`: every item vector has norm {scale:g}, so scores scale "
+                f"by about {scale:g}x the sequence norm and the softmax "
+                f"{'saturates' if scale > 100 else 'is nearly uniform'}. Values of 1 to 10 are the useful range."
             )
 
     @staticmethod
-    def _install_normalisation(norm, table):
+    def _install_normalisation(norm, scale, table):
         if norm.mode == "always":
-            normalize_item_table(table, norm.scale, norm.learnable, padding_idx=0)
+            normalize_item_table(table, scale, norm.learnable, padding_idx=0)
         elif norm.mode == "init":
-            normalize_rows_once(table, norm.scale, padding_idx=0)
+            normalize_rows_once(table, scale, padding_idx=0)
 
     # RecBole's model interface, delegated to the backbone.
     def forward(self, *args, **kwargs):
