@@ -228,7 +228,9 @@ def main(argv=None):
         return
     if args.part == "graph":
         print(
-            json.dumps(part_graph(args.items, args.users, args.dim, args.components, args.alpha, args.window, args.seed))
+            json.dumps(
+                part_graph(args.items, args.users, args.dim, args.components, args.alpha, args.window, args.seed)
+            )
         )
         return
 

@@ -6,7 +6,7 @@ training rows whose collaborative clusters disagree with the semantic ones, then
 ``normalized_adjacency`` + ``rec_pca_projection`` (d=64 by default) and, in the same run,
 scikit-learn's PCA on the same matrix.  sklearn uses ``svd_solver='randomized'``: it is what
 its own 'auto' picks for this shape (a full LAPACK SVD of 100k x 4096 would take minutes and
-needs several copies of X), so it is the fair "fast PCA" baseline.  Rec-PCA at lam=0 (its
+needs several copies of X), so it is the fair "fast PCA" baseline.  Rec-PCA at alpha=0 (its
 exact-PCA path) is timed too, and its subspace is compared with sklearn's.  With the
 default ``--solver auto`` a catalogue this large takes the iterative solver; its result is
 checked in the same run against the exact solver's (objective ratio, principal-angle sine,
@@ -152,17 +152,23 @@ def subspace_gap(W1, W2):
     return float(np.sqrt(max(0.0, 1.0 - cosines.min() ** 2)))
 
 
+def span_gap(Z1, Z2):
+    """Largest principal-angle sine between the column spans of two embedding matrices."""
+    return subspace_gap(np.linalg.qr(Z1.astype(np.float64))[0], np.linalg.qr(Z2.astype(np.float64))[0])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--edges", type=int, default=5_000_000, help="target number of undirected graph edges")
     parser.add_argument("--components", type=int, default=64, help="output dimension d")
-    parser.add_argument("--lam", type=float, default=0.5, help="rec_pca_lambda")
+    parser.add_argument("--alpha", type=float, default=0.35, help="rec_pca_alpha")
+    parser.add_argument("--formulation", choices=["item_space", "projection"], default="item_space")
     parser.add_argument("--semantic-clusters", type=int, default=200)
     parser.add_argument("--collab-clusters", type=int, default=100)
     parser.add_argument("--sklearn", choices=["randomized", "full", "none"], default="randomized")
-    parser.add_argument("--skip-lam0", action="store_true", help="do not time the lam=0 (exact PCA) path")
+    parser.add_argument("--skip-lam0", action="store_true", help="do not time the alpha=0 (exact PCA) path")
     parser.add_argument("--solver", choices=["auto", "exact", "iterative"], default="auto", help="rec_pca_solver")
     parser.add_argument("--tol", type=float, default=None, help="rec_pca_tol (default: the library's)")
     parser.add_argument(
@@ -196,6 +202,7 @@ def main(argv=None):
     print(f"graph: {n_rows} training rows -> {graph.nnz // 2} undirected edges (build {t_build:.1f} s, window=0)")
 
     solver_options = {"solver": args.solver, **({"tol": args.tol} if args.tol is not None else {})}
+    tradeoff = {"alpha": args.alpha, "formulation": args.formulation}
     load_before = os.getloadavg()[0]
     with PeakRSS() as memory:
         cpu0 = time.process_time()
@@ -203,27 +210,29 @@ def main(argv=None):
         norm_graph = normalized_adjacency(graph)
         t_norm = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = rec_pca_projection(X, norm_graph, args.components, lam=args.lam, **solver_options)
+        result = rec_pca_projection(X, norm_graph, args.components, **tradeoff, **solver_options)
         t_rec = time.perf_counter() - t0
         cpu_rec = time.process_time() - cpu0
     rss_start, rss_peak = memory.start_rss, memory.peak
     del graph
     net_peak = rss_peak - baseline_rss
     print(
-        f"Rec-PCA lam={args.lam}: normalise {t_norm:.2f} s + projection {t_rec:.2f} s = {t_norm + t_rec:.2f} s; "
+        f"Rec-PCA {args.formulation} alpha={args.alpha}: normalise {t_norm:.2f} s + projection {t_rec:.2f} s = {t_norm + t_rec:.2f} s; "
         f"peak RSS {rss_peak / GIB:.2f} GiB, {net_peak / X.nbytes:.2f}x X above the interpreter baseline "
         f"({baseline_rss / GIB:.2f} GiB; X, graph and all temporaries count); "
         f"rise during the phase {(rss_peak - rss_start) / X.nbytes:.2f}x X"
     )
     stats = result.stats
     print(
-        f"  retained variance {stats['retained_variance']:.4f}; graph TV {stats['graph_tv']:.4g}; "
-        f"isolated items {stats['n_isolated']}"
+        f"  semantic variance kept {stats['retained_variance']:.4f} (PCA {stats['retained_variance_pca']:.4f}); "
+        f"graph TV / variance {stats['tv_ratio']:.4f} (PCA {stats['tv_ratio_pca']:.4f}); mean principal-angle sine "
+        f"to PCA {stats['mean_sine_to_pca']:.3f}; isolated items {stats['n_isolated']}"
+        + (f"; semantic kernel rank {stats['kernel_rank']}" if "kernel_rank" in stats else "")
     )
     print("  phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stats["seconds"].items()))
     if stats["solver"] == "iterative":
         print(
-            f"  solver iterative: {stats['iterations']} steps of block {stats['block_size']}, "
+            f"  solver iterative (PCA part): {stats['iterations']} steps of block {stats['block_size']}, "
             f"relative residual {stats['relative_residual']:.1e}"
         )
     else:
@@ -238,16 +247,16 @@ def main(argv=None):
     if stats["solver"] != "exact" and not args.no_compare_exact:
         with PeakRSS() as memory:
             t0 = time.perf_counter()
-            exact = rec_pca_projection(X, norm_graph, args.components, lam=args.lam, solver="exact")
+            exact = rec_pca_projection(X, norm_graph, args.components, **tradeoff, solver="exact")
             t_exact = time.perf_counter() - t0
         rows.append(("Rec-PCA (exact)", t_exact, memory.peak - baseline_rss))
         print(
-            f"Rec-PCA lam={args.lam} exact solver: {t_exact:.2f} s, peak {(memory.peak - baseline_rss) / X.nbytes:.2f}x X; "
+            f"Rec-PCA {args.formulation} alpha={args.alpha} exact solver: {t_exact:.2f} s, peak {(memory.peak - baseline_rss) / X.nbytes:.2f}x X; "
             f"phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in exact.stats["seconds"].items())
         )
         print(
-            f"  iterative vs exact: objective tr(W^T M W) ratio {result.eigenvalues.sum() / exact.eigenvalues.sum():.8f}, "
-            f"max principal-angle sine {subspace_gap(result.components, exact.components):.2e}, graph TV "
+            f"  iterative vs exact: objective ratio {result.eigenvalues.sum() / exact.eigenvalues.sum():.8f}, "
+            f"max principal-angle sine {span_gap(result.embeddings, exact.embeddings):.2e}, graph TV "
             f"{stats['graph_tv']:.6g} vs {exact.stats['graph_tv']:.6g}, retained variance "
             f"{stats['retained_variance']:.6f} vs {exact.stats['retained_variance']:.6f}"
         )
@@ -256,18 +265,17 @@ def main(argv=None):
     if not args.skip_lam0:
         with PeakRSS() as memory:
             t0 = time.perf_counter()
-            lam0 = rec_pca_projection(X, norm_graph, args.components, lam=0.0, solver="exact")
+            lam0 = rec_pca_projection(X, norm_graph, args.components, alpha=0.0, solver="exact")
             t_lam0 = time.perf_counter() - t0
-        rows.append(("Rec-PCA lam=0 (exact PCA)", t_lam0, memory.peak - baseline_rss))
+        rows.append(("Rec-PCA alpha=0 (exact PCA)", t_lam0, memory.peak - baseline_rss))
         print(
-            f"Rec-PCA lam=0 (exact PCA; graph only for its TV): {t_lam0:.2f} s, "
+            f"Rec-PCA alpha=0 (exact PCA; graph only for its TV): {t_lam0:.2f} s, "
             f"peak {(memory.peak - baseline_rss) / X.nbytes:.2f}x X"
         )
         print("  phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in lam0.stats["seconds"].items()))
-        tv_pca = lam0.stats["graph_tv"]
         print(
-            f"  lam={args.lam} vs PCA: graph TV {stats['graph_tv'] / tv_pca:.3f}x, retained variance "
-            f"{stats['retained_variance']:.4f} vs {lam0.stats['retained_variance']:.4f}"
+            f"  alpha={args.alpha} vs PCA: graph TV / variance {stats['tv_ratio'] / lam0.stats['tv_ratio']:.3f}x, "
+            f"semantic variance kept {stats['retained_variance']:.4f} vs {lam0.stats['retained_variance']:.4f}"
         )
 
     if args.sklearn != "none":
@@ -287,7 +295,7 @@ def main(argv=None):
         if lam0 is not None:
             gap = subspace_gap(lam0.components, pca.components_.T.astype(np.float64))
             print(
-                f"  vs Rec-PCA lam=0: max principal-angle sine {gap:.2e}; retained variance "
+                f"  vs Rec-PCA alpha=0: max principal-angle sine {gap:.2e}; retained variance "
                 f"sklearn {pca.explained_variance_ratio_.sum():.6f} vs exact {lam0.stats['retained_variance']:.6f}"
             )
 

@@ -110,6 +110,26 @@ def test_markdown_bolds_best_per_column_and_states_protocol():
     assert best_flags([{"c": 0.1}, {"c": 0.05}], "c", bigger=False) == {1}
 
 
+def test_diagnostics_show_rec_pca_geometry_relative_to_pca():
+    records = [fake_record("TFLLMER", s, 0.2) for s in (1, 2)] + [fake_record("LLMInit", s, 0.1) for s in (1, 2)]
+    for r in records[:2]:  # what the wrapper's InitReport stores for a Rec-PCA run
+        r["tfllmer_info"] = {
+            "rec_pca_retained_variance": 0.6,
+            "rec_pca_retained_variance_pca": 0.75,
+            "rec_pca_tv_ratio": 0.5,
+            "rec_pca_tv_ratio_pca": 0.8,
+        }
+    md = to_markdown(aggregate(records, method_order=["LLMInit", "TFLLMER"]), "Board", "p")
+    header = next(line for line in md.splitlines() if line.startswith("| Backbone | Method | Vectors | κ(H) init"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = [line for line in md.splitlines() if line.startswith("| GRU4Rec |") and "κ" not in line]
+    tf_row = [c.strip() for c in next(r for r in rows if "| TFLLMER |" in r).strip("|").split("|")]
+    ll_row = [c.strip() for c in next(r for r in rows if "| LLMInit |" in r).strip("|").split("|")]
+    kept, tv = columns.index("kept var / PCA"), columns.index("TV/var / PCA")
+    assert (tf_row[kept], tf_row[tv]) == ("0.80", "0.62")  # 0.6 / 0.75 and 0.5 / 0.8
+    assert ll_row[kept] == ll_row[tv] == ""  # no Rec-PCA, no geometry
+
+
 def test_csv_has_one_row_per_group_with_means():
     rows = aggregate([fake_record("TFLLMER", s, v) for s, v in [(1, 0.1), (2, 0.3)]])
     text = to_csv(rows)

@@ -426,7 +426,10 @@ def test_iterative_solver_reaches_the_exact_result(problem, formulation, alpha, 
     kwargs = dict(alpha=alpha, formulation=formulation, row_normalize=row_normalize)
     exact = rec_pca_projection(X, graph, 5, solver="exact", **kwargs)
     iterative = rec_pca_projection(X, graph, 5, solver="iterative", tol=1e-9, **kwargs)
-    np.testing.assert_allclose(iterative.eigenvalues, exact.eigenvalues, rtol=1e-7)
+    # item_space's graph scale s_A is computed to 1e-2 relative eigenvalue accuracy in iterative
+    # mode (it is only a scale), so its eigenvalues agree to ~1e-6 rather than to rec_pca_tol
+    rtol = 1e-7 if formulation == "projection" or alpha == 0 else 1e-5
+    np.testing.assert_allclose(iterative.eigenvalues, exact.eigenvalues, rtol=rtol)
     same_columns_up_to_sign(iterative.embeddings.astype(float), exact.embeddings.astype(float), atol=1e-4)
     stats = iterative.stats
     assert stats["solver"] == "iterative" and stats["relative_residual"] <= 1e-9

@@ -86,6 +86,14 @@ def aggregate(records, method_order=None, vector_order=None):
         row["embedding_seconds_mean"], _ = mean_std([_get(r, "timings.embedding_seconds") for r in recs])
         row["graph_seconds_mean"], _ = mean_std([_get(r, "timings.graph_seconds") for r in recs])
         row["rec_pca_seconds_mean"], _ = mean_std([_get(r, "timings.rec_pca_seconds") for r in recs])
+        # Rec-PCA's geometry relative to plain PCA (the same for every seed: a function of data and options)
+        for stat in ("retained_variance", "tv_ratio"):
+            row[f"{stat}_vs_pca"], _ = mean_std(
+                [
+                    _ratio(_get(r, f"tfllmer_info.rec_pca_{stat}"), _get(r, f"tfllmer_info.rec_pca_{stat}_pca"))
+                    for r in recs
+                ]
+            )
         row["peak_rss_mb_max"] = max((_get(r, "memory.peak_rss_mb") or math.nan) for r in recs)
         buckets = [(_get(r, "longtail.buckets") or []) for r in recs]
         n_buckets = max((len(b) for b in buckets), default=0)
@@ -95,6 +103,10 @@ def aggregate(records, method_order=None, vector_order=None):
             )
         rows.append(row)
     return rows
+
+
+def _ratio(value, reference):
+    return value / reference if value is not None and reference else None
 
 
 def _fmt(value, digits=4):
@@ -219,6 +231,8 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
             "encode s",
             "graph s",
             "Rec-PCA s",
+            "kept var / PCA",
+            "TV/var / PCA",
             "peak RSS MB",
         ]
         lines.append("| " + " | ".join(dh) + " |")
@@ -241,6 +255,8 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
                         _fmt(r["embedding_seconds_mean"], 2),
                         _fmt(r["graph_seconds_mean"], 3),
                         _fmt(r["rec_pca_seconds_mean"], 3),
+                        _fmt(r["retained_variance_vs_pca"], 2),
+                        _fmt(r["tv_ratio_vs_pca"], 2),
                         _fmt(r["peak_rss_mb_max"], 0),
                     ]
                 )

@@ -90,6 +90,8 @@ _MAX_SPARSE_THREADS = 8
 _GRAM_COLUMN_BLOCK = 512
 # solver="auto" builds the D x D matrices exactly while n D^2 / 2 (their multiply-adds) stays below this.
 _AUTO_EXACT_MAX_WORK = 1e11
+# item_space, iterative mode: relative accuracy of the eigenvalues behind the graph scale s_A.
+_GRAPH_SCALE_TOL = 1e-2
 # item_space: the semantic kernel is applied as X_p (X_p^T v) (two passes over X per
 # Lanczos step) while n D stays below this; above it, as P (P^T v) with P = X_p V_r, the
 # top r = 2d PCA directions (those the semantic term rewards most), so a step is O(n r).
@@ -591,7 +593,10 @@ def rec_pca_projection(
         vectors = _project(X, row_scale, mean, components)
         kept_variance = float(np.einsum("ij,ij->", vectors, vectors))
     else:
-        graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, lanczos_tol)[0]
+        # s_A is only a scale: in iterative mode its eigenvalues need 1e-2 relative accuracy, not
+        # rec_pca_tol (on the 100k-item benchmark graph this halves the phase; the sum moved 0.4%).
+        scale_tol = lanczos_tol if solver == "exact" else max(lanczos_tol, _GRAPH_SCALE_TOL)
+        graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, scale_tol)[0]
         graph_scale = _positive_graph_scale(graph_values, "A~")
         if full_kernel:  # K V = X_p (X_p^T V), two row-chunked passes, no copy of X
 
