@@ -983,7 +983,107 @@ def message_has(message, sees, names=(), **placeholders):
     return all(name.format(**placeholders) in message for name in names)
 
 
-def render_table(cases=CASES):
+@dataclasses.dataclass(frozen=True)
+class Behaviour:
+    """A catalogue row about the process or the environment (exit codes, signals, concurrency,
+    disk space, file quirks that are accepted): checked by its own test, named here, so the
+    README row and the test cannot drift apart unnoticed (test_every_behaviour_row_names_its_test)."""
+
+    input: str
+    sees: str
+    test: str  # "tests/<file>.py::<test function>"
+
+
+BEHAVIOURS = (
+    Behaviour(
+        "a UTF-8 byte-order mark before the header of `.inter` / `.item` (spreadsheet exports)",
+        "no error: read as RecBole users expect, the BOM is not part of the first field name",
+        "tests/test_hook.py::test_byte_order_marks_and_leading_zero_ids",
+    ),
+    Behaviour(
+        "item ids with leading zeros in one file only (`0042` in `.item`, `42` in `.inter`)",
+        "`ItemTextError` naming the cause: “match an .item id up to leading zeros (e.g. '42' in the .inter file, "
+        "'0042' …”",
+        "tests/test_hook.py::test_byte_order_marks_and_leading_zero_ids",
+    ),
+    Behaviour(
+        "a `seq_separator` other than a space for `token_seq` text fields",
+        "no error: the field is split on it as RecBole splits it, then joined by spaces in the text",
+        "tests/test_item_text.py::test_seq_separator_splits_token_seq_fields_like_recbole",
+    ),
+    Behaviour(
+        "every item has the same text (so the same LLM vector)",
+        "a warning: “all … items have the same LLM vector … the initial item table is all zeros. Check "
+        "`text_fields` / `text_template`”",
+        "tests/test_wrapper.py::test_degenerate_settings_are_warned_about_with_numbers",
+    ),
+    Behaviour(
+        "`item_norm_scale: 1e6`",
+        "a warning: “every item vector has norm 1e+06, so scores scale by about 1e+06x … the softmax saturates”",
+        "tests/test_wrapper.py::test_degenerate_settings_are_warned_about_with_numbers",
+    ),
+    Behaviour(
+        "Ctrl-C during training",
+        "one line “recbole-tfllmer: interrupted (Ctrl-C); the best model so far is in the run's checkpoint …”, "
+        "also in the log file; exit status 130",
+        "tests/test_cli_process.py::test_ctrl_c_is_one_line_and_exit_status_130",
+    ),
+    Behaviour(
+        "continuing an interrupted run: `--resume_from=saved/<run>.pth`",
+        "“Resume training from epoch …”: training continues after the checkpoint's epoch",
+        "tests/test_cli_process.py::test_an_interrupted_run_resumes_from_its_checkpoint_on_the_command_line",
+    ),
+    Behaviour(
+        "an error after the run's log file is open (e.g. a missing `.item` file)",
+        "the same `recbole-tfllmer: error:` line on stderr and in the log file",
+        "tests/test_bad_inputs.py::test_bad_input_in_a_real_process",
+    ),
+    Behaviour(
+        "two runs started together from one directory",
+        "two checkpoints and two log files: the run id (pid + random bytes) enters both names",
+        "tests/test_cli_process.py::test_two_runs_started_together_from_one_directory_keep_two_checkpoints_and_two_logs",
+    ),
+    Behaviour(
+        "three jobs that need the same fresh embedding cache at once",
+        "one job encodes (a file lock per cache key), the others wait and read the same bits",
+        "tests/test_concurrent_cache.py::test_three_jobs_encode_one_fresh_cache_once",
+    ),
+    Behaviour(
+        "two runs with different `embedding_chunk_size`",
+        "two cache files: the chunk size is part of the cache key (it changes the last bits of the vectors)",
+        "tests/test_store.py::test_changed_text_or_model_gives_new_file",
+    ),
+    Behaviour(
+        "a full disk while the embedding cache is written",
+        "exit status 2, one line “could not write …” naming the cache directory and `embedding_cache_dir`; "
+        "nothing half-written is left, and the next run with room succeeds without clean-up",
+        "tests/test_disk_full.py::test_full_disk_while_writing_the_embedding_cache",
+    ),
+    Behaviour(
+        "a full disk while a checkpoint is saved",
+        "exit status 2, one line “could not write ….pth” naming `checkpoint_dir`; no half-written checkpoint "
+        "is left, and the next run with room succeeds",
+        "tests/test_disk_full.py::test_full_disk_while_writing_a_checkpoint_keeps_nothing_half_written",
+    ),
+    Behaviour(
+        "RecBole's own sequential-model test configs (`loss_type: BPR` and CE) through the wrapper",
+        "no error: they train as under plain RecBole (RecBole's default negative sampling is kept for BPR)",
+        "tests/test_backbones.py::test_configs_recbole_accepts_train_unchanged",
+    ),
+    Behaviour(
+        "`--help`",
+        "RecBole's flags plus every plugin option with its default and allowed values",
+        "tests/test_options.py::test_help_lists_every_plugin_option_with_its_default",
+    ),
+    Behaviour(
+        "a long encoding (17k items)",
+        "one progress line per chunk over the whole catalogue (“encoding 8/10 items … s left”), 100% when it ends",
+        "tests/test_store.py::test_encoding_logs_progress_over_the_whole_catalogue",
+    ),
+)
+
+
+def render_table(cases=CASES, behaviours=BEHAVIOURS):
     """The catalogue as a markdown table: input | what the user sees."""
 
     def cell(text):
@@ -998,6 +1098,9 @@ def render_table(cases=CASES):
             sees += " (exit status 2)" if case.via == "cli" else ""
             sees += f"; until fixed: {case.today}" if case.today else ""
         rows.append(f"| {cell(case.input)} | {cell(sees)} |")
+    for behaviour in behaviours:
+        test = behaviour.test.split("::")[1]
+        rows.append(f"| {cell(behaviour.input)} | {cell(behaviour.sees)} (`{test}`) |")
     return "\n".join(rows) + "\n"
 
 
@@ -1010,6 +1113,16 @@ def _params(cases):
 
 
 # --------------------------------------------------------------------------------- tests
+def test_every_behaviour_row_names_its_test():
+    import ast
+
+    for behaviour in BEHAVIOURS:
+        path, name = behaviour.test.split("::")
+        tree = ast.parse((REPO_ROOT / path).read_text(encoding="utf-8"))
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in functions, f"{behaviour.input!r}: {behaviour.test} does not exist"
+
+
 def test_catalogue_ids_are_unique_and_complete():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
@@ -1133,6 +1246,11 @@ def test_bad_input_in_a_real_process(case, tmp_path):
     assert "Traceback" not in proc.stderr
     assert seconds < 60
     assert_nothing_half_written(work.root)
+    # an error raised once RecBole's logger is open is in the run's log file too
+    logs = list((work.root / "log").rglob("*.log"))
+    assert all(error_lines[0] in log.read_text(encoding="utf-8") for log in logs)
+    if case.id == "item-file-missing":
+        assert logs, "the dataset is read after the log file is opened"
 
 
 def test_readme_has_the_catalogue():

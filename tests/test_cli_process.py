@@ -1,5 +1,6 @@
-"""The command line as a process: Ctrl-C is one line and exit status 130 (also in the log), and an
-interrupted run resumes from its checkpoint."""
+"""The command line as a process: Ctrl-C is one line and exit status 130 (also in the log), an
+interrupted run resumes from its checkpoint, and two runs started together from one directory
+keep their own checkpoint and log."""
 
 import signal
 import subprocess
@@ -43,3 +44,21 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_on_the_command_line(tmp_
     missing = run("--resume_from=/nonexistent.pth")
     assert missing.returncode == 2
     assert "option `resume_from`: checkpoint '/nonexistent.pth' does not exist" in missing.stderr
+
+
+def test_two_runs_started_together_from_one_directory_keep_two_checkpoints_and_two_logs(tmp_path):
+    """RecBole names both by the time to the second; the plugin's run id keeps them apart."""
+    argv, env = cli_command(tmp_path, epochs=1, item_init="random", item_norm="none")
+    procs = [
+        subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errs = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-1500:] for err in errs]
+    checkpoints = sorted((tmp_path / "saved").glob("*.pth"))
+    logs = sorted((tmp_path / "log").rglob("*.log"))
+    assert len(checkpoints) == 2 and len(logs) == 2, (checkpoints, logs)
+    # each run evaluated its own checkpoint and logged only itself
+    for err in errs:
+        assert len([p for p in checkpoints if p.name in err]) == 1 and "test result" in err
+    assert all(log.read_text(encoding="utf-8").count("test result") == 1 for log in logs)

@@ -481,3 +481,15 @@ def test_invalid_solver_options_name_the_option(problem, kwargs, message):
     X, graph = problem
     with pytest.raises(ValueError, match=message):
         rec_pca_projection(X, graph, 5, alpha=0.5, **kwargs)
+
+
+def test_progress_gets_one_line_per_phase(problem):
+    X, graph = problem
+    lines = []
+    rec_pca_projection(X, graph, 4, alpha=0.5, progress=lines.append)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"Rec-PCA: PCA part of {N_ITEMS} x {DIM} done (exact solver) after ")
+    assert lines[0].endswith("trade-off next") and lines[1].startswith("Rec-PCA: item_space trade-off done after ")
+    lines.clear()
+    rec_pca_projection(X, graph, 4, alpha=0.0, progress=lines.append)  # plain PCA: one phase
+    assert len(lines) == 1 and "trade-off" not in lines[0]

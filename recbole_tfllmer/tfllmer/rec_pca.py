@@ -475,6 +475,7 @@ def rec_pca_projection(
     solver="auto",
     tol=1e-5,
     max_iter=100,
+    progress=None,
 ) -> RecPCAResult:
     """Rec-PCA item vectors of LLM item embeddings (module docstring).
 
@@ -495,6 +496,8 @@ def rec_pca_projection(
     items); ``max_sine_to_pca`` / ``mean_sine_to_pca`` (principal angles between Z's
     subspace and PCA's: in feature space for projection, item space for item_space);
     ``semantic_scale`` / ``graph_scale`` (the normalisers s_K, s_A or s_G); ``seconds``.
+    ``progress``: a callable given one line as each phase ends (the wrapper passes its logger
+    on large catalogues, where a run takes tens of seconds).
     """
     started = time.perf_counter()
     seconds = {}
@@ -564,6 +567,11 @@ def rec_pca_projection(
             )
         total_variance = _total_variance(X, row_scale, mean)
     semantic_scale = float(pca_values[:n_components].sum())
+    if progress is not None:
+        progress(
+            f"Rec-PCA: PCA part of {n_items} x {dim_in} done ({solver} solver) after "
+            f"{time.perf_counter() - started:.1f} s" + ("; trade-off next" if use_graph else "")
+        )
     if not semantic_scale > 0:  # every item has the same vector: nothing to trade, Z = 0 (PCA)
         use_graph = False
     pca_basis = pca_components[:, :n_components]
@@ -618,6 +626,8 @@ def rec_pca_projection(
         kept_variance = float(np.einsum("ij,ij->", captured, captured))
         info["kernel_rank"] = dim_in if full_kernel else kernel_rank
     seconds["tradeoff"] = time.perf_counter() - step
+    if progress is not None and use_graph:
+        progress(f"Rec-PCA: {formulation} trade-off done after {time.perf_counter() - started:.1f} s; geometry next")
 
     # 3. The geometry report.
     step = time.perf_counter()

@@ -29,6 +29,10 @@ from recbole_tfllmer.options import plugin_options
 from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
 from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
+# Rec-PCA logs each phase as it ends from this many entries of the LLM matrix on (~10^5 items
+# x 384 dims, where a run takes over ten seconds on 2 cores); below, one line at the end.
+_PROGRESS_MIN_ENTRIES = 2**25
+
 
 def cooccurrence_graph_from_split(config, dataset):
     """Normalised co-occurrence graph over the items of RecBole's *training* split."""
@@ -153,6 +157,7 @@ class TFLLMER(SequentialRecommender):
             solver=init.solver,
             tol=init.tol,
             max_iter=init.max_iter,
+            progress=self.logger.info if embeddings[1:].size >= _PROGRESS_MIN_ENTRIES else None,
         )
         stats = dict(result.stats)
         stats.pop("seconds", None)  # rec_pca's per-phase timings; the total is kept below
