@@ -1007,6 +1007,12 @@ BEHAVIOURS = (
         "tests/test_hook.py::test_byte_order_marks_and_leading_zero_ids",
     ),
     Behaviour(
+        'quotes inside `.item` fields (`5" Mirror`, or a quoted `"The ""Best"" Lipstick"` holding a tab)',
+        "no error: read as RecBole's parser reads them (a quote inside a field is literal; a quoted field is "
+        "unquoted: doubled quotes become one, a tab inside is kept)",
+        "tests/test_item_text.py::test_reads_raw_strings_like_recbole",
+    ),
+    Behaviour(
         "a `seq_separator` other than a space for `token_seq` text fields",
         "no error: the field is split on it as RecBole splits it, then joined by spaces in the text",
         "tests/test_item_text.py::test_seq_separator_splits_token_seq_fields_like_recbole",

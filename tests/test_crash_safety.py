@@ -229,13 +229,10 @@ def _driver(argv):
 
         def dumped(*args, **kwargs):
             result = real_projection(*args, **kwargs)
-            np.savez(
-                dump,
-                embeddings=result.embeddings,
-                components=result.components,
-                mean=result.mean,
-                eigenvalues=result.eigenvalues,
-            )
+            arrays = {"embeddings": result.embeddings, "mean": result.mean, "eigenvalues": result.eigenvalues}
+            if result.components is not None:  # item_space vectors are free: no projection matrix
+                arrays["components"] = result.components
+            np.savez(dump, **arrays)
             return result
 
         wrapper.rec_pca_projection = dumped
