@@ -131,14 +131,14 @@ OPTIONS = (
     ),
     Option(
         "rec_pca_alpha",
-        0.35,
+        0.0,
         "trade-off in [0, 1] between kept semantic variance and graph agreement, each scaled to its best "
-        "achievable value (0 = plain PCA)",
+        "achievable value; 0 = plain PCA, the value validation chose (README); the boards' Rec-PCA presets use 0.35",
         "init",
         "number",
         minimum=0.0,
         maximum=1.0,
-        hint="0 = plain PCA, 1 = graph agreement only; 0.35 is the default",
+        hint="0 = plain PCA, 1 = graph agreement only",
     ),
     Option(
         "rec_pca_formulation",
@@ -244,7 +244,7 @@ BY_NAME = {o.name: o for o in OPTIONS}
 RENAMED = {
     "rec_pca_lambda": "use `rec_pca_alpha` in [0, 1]. `rec_pca_lambda` weighted an unscaled graph penalty whose "
     "useful range depended on the dataset (above 1 it picked the least-variance directions); `rec_pca_alpha` "
-    "scales both terms to their best achievable value (0 = plain PCA, the default 0.35; see README, Rec-PCA)",
+    "scales both terms to their best achievable value (0 = plain PCA; see README, Rec-PCA)",
 }
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 

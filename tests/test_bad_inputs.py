@@ -435,6 +435,7 @@ def repeat_first_item(work):
             out.append("\t".join([user, item, "5", str(t0 + k)]))
     work.inter_file.write_text("\n".join(out) + "\n")
     precomputed(work)
+    work.config["rec_pca_alpha"] = 0.35  # a graph term, so the graph is built
 
 
 def malformed_config_file(work):
@@ -783,7 +784,7 @@ CASES = [
         "alpha-negative",
         "`--rec_pca_alpha=-1`",
         errors.ConfigError,
-        "option `rec_pca_alpha` must be >= 0 (0 = plain PCA, 1 = graph agreement only; 0.35 is the default)",
+        "option `rec_pca_alpha` must be >= 0 (0 = plain PCA, 1 = graph agreement only)",
         command_line("--rec_pca_alpha=-1"),
         subprocess=True,
     ),
@@ -791,7 +792,7 @@ CASES = [
         "alpha-above-one",
         "`--rec_pca_alpha=2` (the old unscaled lambda's degenerate regime)",
         errors.ConfigError,
-        "option `rec_pca_alpha` must be <= 1 (0 = plain PCA, 1 = graph agreement only; 0.35 is the default)",
+        "option `rec_pca_alpha` must be <= 1 (0 = plain PCA, 1 = graph agreement only)",
         command_line("--rec_pca_alpha=2"),
     ),
     Case(
@@ -883,7 +884,7 @@ CASES = [
     ),
     Case(
         "graph-without-edges",
-        "training rows with no two different items (every history repeats its item)",
+        "training rows with no two different items (every history repeats its item), `rec_pca_alpha` > 0",
         errors.GraphError,
         "has no edges … Use `item_init: pca`, or `rec_pca_alpha: 0`",
         repeat_first_item,

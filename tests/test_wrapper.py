@@ -22,7 +22,9 @@ def prepared(ml_slice, tmp_path, **overrides):
 
 
 def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
-    config, dataset, train_data, *_ = prepared(ml_slice, tmp_path, item_norm="none", init_scale=None)
+    config, dataset, train_data, *_ = prepared(
+        ml_slice, tmp_path, item_norm="none", init_scale=None, rec_pca_alpha=0.35
+    )
     model = build_model(config, train_data)
     from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
@@ -84,7 +86,7 @@ def test_scores_use_normalised_items_after_training(ml_slice, in_tmp):
 
 
 def test_graph_must_come_from_the_training_split(ml_slice, tmp_path):
-    config, dataset, train_data, valid_data, _ = prepared(ml_slice, tmp_path)
+    config, dataset, train_data, valid_data, _ = prepared(ml_slice, tmp_path, rec_pca_alpha=0.35)
     with pytest.raises(GraphError, match="training split"):
         TFLLMER(config, valid_data.dataset)
     with pytest.raises(GraphError, match="training split"):

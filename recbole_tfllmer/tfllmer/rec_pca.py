@@ -78,7 +78,9 @@ __all__ = ["RecPCAResult", "rec_pca_projection", "check_solver_options", "SOLVER
 
 SOLVERS = ("auto", "exact", "iterative")
 FORMULATIONS = ("item_space", "projection")
-DEFAULT_ALPHA = 0.35
+# The package default is 0 (validation chose it on three datasets: README, "Choosing TF-LLMER's
+# defaults"); the boards' RecPCAOnly / TFLLMER presets set 0.35.
+DEFAULT_ALPHA = 0.0
 
 # Rows per chunk: a chunk of X is |X| / 8, clamped to [4 MiB, 64 MiB], so per-chunk
 # temporaries stay a small fraction of X for large and small catalogues alike.
