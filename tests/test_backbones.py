@@ -264,7 +264,9 @@ def test_backbone_trains_one_epoch_through_the_cli(backbone, cli_slice, tmp_path
     caplog.set_level(logging.INFO)
     spec = SUPPORTED_BACKBONES[backbone]
 
-    assert cli.main(cli_args(cli_slice, backbone, tmp_path, **BACKBONE_OPTIONS.get(backbone, {}))) == 0
+    # the full method (a graph term), not the package default alpha 0, so that the graph is built
+    options = {"rec_pca_alpha": 0.35, **BACKBONE_OPTIONS.get(backbone, {})}
+    assert cli.main(cli_args(cli_slice, backbone, tmp_path, **options)) == 0
 
     # RecBole's test result is logged, and its metrics are finite.
     assert "test result" in caplog.text
