@@ -218,8 +218,9 @@ OPTIONS = (
     Option("item_norm", "always", "always | init (only at initialisation) | none", "norm", "choice", ITEM_NORM_CHOICES),
     Option(
         "item_norm_scale",
-        None,
-        "the norm r of every item vector; ~ = sqrt(d) for d-dimensional item vectors (8 at d = 64)",
+        1.0,
+        "the norm r of every item vector; ~ = sqrt(d) (8 at d = 64), which GRU4Rec preferred but SASRec did not "
+        "(README)",
         "norm",
         "number",
         positive=True,

@@ -67,7 +67,8 @@ def test_typed_records_carry_the_values_and_pca_runs_without_graph_weight():
     assert opts.norm.scale_for(64) == 3.0 and opts.graph.window == 1 and opts.text.encoder == "all-MiniLM-L6-v2"
     defaults = options.validate_options(dict(options.DEFAULTS))
     assert defaults.init.alpha == 0.0 and defaults.init.formulation == "item_space"
-    assert defaults.norm.scale is None and defaults.norm.scale_for(64) == 8.0  # r = sqrt(d)
+    assert defaults.norm.scale_for(64) == 1.0
+    assert options.validate_options({**options.DEFAULTS, "item_norm_scale": None}).norm.scale_for(64) == 8.0  # sqrt(d)
     assert options.validate_options({**options.DEFAULTS, "rec_pca_alpha": 0.7}).init.alpha == 0.7
 
 
