@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from readme_blocks import write_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BOARDS = ("ml-100k-rec-pca-defaults", "Amazon_Beauty-rec-pca-defaults", "Amazon_Toys-rec-pca-defaults")
@@ -72,10 +77,7 @@ def main():
     text = table()
     print(text, end="")
     if args.readme:
-        readme = REPO / "README.md"
-        content = readme.read_text(encoding="utf-8")
-        start = content.index(MARKS[0]) + len(MARKS[0])
-        readme.write_text(content[:start] + "\n" + text + content[content.index(MARKS[1]) :], encoding="utf-8")
+        write_block(*MARKS, text)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,24 @@ TV / variance, plus the mean principal-angle sine to PCA and the time.
 
     python benchmarks/rec_pca_geometry.py                       # ml-100k, Amazon_Beauty, Amazon_Toys
     python benchmarks/rec_pca_geometry.py --datasets ml-100k    # one dataset
-Writes results/benchmarks/rec_pca_geometry.md (the README's geometry table).
+    python benchmarks/rec_pca_geometry.py --readme-only         # README's compact table from the saved one
+Writes results/benchmarks/rec_pca_geometry.md, and the README's compact table (one row per
+formulation and alpha, one column per dataset) from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from readme_blocks import write_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = {
@@ -34,6 +41,33 @@ DATASETS = {
 }
 ALPHAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 FORMULATIONS = ("item_space", "projection")
+# The README's compact table: these rows, and the alpha of the boards' RecPCAOnly / TFLLMER presets in bold.
+README_ROWS = [("PCA", "0")] + [("item_space", a) for a in ("0.05", "0.1", "0.2", "0.35", "0.5", "0.75", "1")]
+README_ROWS += [("projection", a) for a in ("0.35", "0.5", "1")]
+PRESET_ROW = ("item_space", "0.35")
+MARKS = ("<!-- geometry:begin -->", "<!-- geometry:end -->")
+
+
+def compact_table(saved):
+    """The README's table from the saved one: kept / PCA, TV/var / PCA and sine per dataset."""
+    data, datasets = {}, []
+    for line in saved.splitlines():
+        if not line.startswith("| ") or line.startswith("| dataset (items"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        dataset = cells[0].split(" (")[0]
+        if dataset not in datasets:
+            datasets.append(dataset)
+        data[(cells[1], cells[2], dataset)] = f"{cells[3].split(' ')[0]}, {cells[4].split(' ')[0]}, {cells[5]}"
+    lines = [
+        "| formulation | α | " + " | ".join(f"{d}: kept / PCA, TV/var / PCA, sine" for d in datasets) + " |",
+        "|---|---|" + "---|" * len(datasets),
+    ]
+    for formulation, alpha in README_ROWS:
+        label = f"**{alpha}**" if (formulation, alpha) == PRESET_ROW else alpha
+        row = [data[(formulation, alpha, d)] for d in datasets]
+        lines.append(f"| {formulation} | {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def training_split_inputs(name, embedding_size):
@@ -67,7 +101,11 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--d", type=int, default=64, help="embedding size (the board's 64)")
     parser.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "rec_pca_geometry.md"))
+    parser.add_argument("--readme-only", action="store_true", help="only rewrite the README's table from --out")
     args = parser.parse_args()
+    if args.readme_only:
+        write_block(*MARKS, compact_table(Path(args.out).read_text(encoding="utf-8")))
+        return
     torch.set_num_threads(1)
 
     lines = [
@@ -100,6 +138,9 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
+    if set(args.datasets) == set(DATASETS):
+        write_block(*MARKS, compact_table(Path(args.out).read_text(encoding="utf-8")))
+        print("wrote the README's geometry table")
 
 
 if __name__ == "__main__":
