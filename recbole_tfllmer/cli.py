@@ -12,15 +12,15 @@ from recbole_tfllmer.errors import TFLLMERError
 
 def options_help():
     """The plugin's options for --help, from their declarations (options.py)."""
-    from recbole_tfllmer.options import GROUPS, OPTIONS
+    from recbole_tfllmer.options import GROUPS, OPTIONS, doc_value
 
-    lines = ["plugin options (--key=value; defaults from recbole_tfllmer/properties/model/TFLLMER.yaml):"]
+    lines = ["plugin options (--key=value; defaults from recbole_tfllmer/properties/model/<model>.yaml):"]
     for group, title in GROUPS.items():
         lines.append(f"  {title}:")
         for o in (o for o in OPTIONS if o.group == group):
-            default = "~" if o.default is None else o.default
-            lines.append(f"    --{o.name}=... (default {default}): {o.help}")
+            lines.append(f"    --{o.name}=... (default {doc_value(o.default)}): {o.help}")
     lines.append("any RecBole option works the same way, e.g. --epochs=20 --learning_rate=0.002")
+    lines.append("export a trained model's item table: recbole-tfllmer export-item-table MODEL_FILE OUT.npy")
     return "\n".join(lines)
 
 
@@ -37,7 +37,7 @@ def build_parser():
         "-m",
         type=str,
         default=None,
-        help="model name, e.g. TFLLMER or any RecBole model (default: `model` in a config file)",
+        help="model name, e.g. TFLLMER, LLMEmb or any RecBole model (default: `model` in a config file)",
     )
     parser.add_argument(
         "--dataset", "-d", type=str, default=None, help="dataset name (default: `dataset` in a config file)"
@@ -55,8 +55,33 @@ def split_config_files(value):
     return value.strip().split(" ") if value else None
 
 
+def export_item_table_main(argv):
+    """`recbole-tfllmer export-item-table MODEL_FILE OUT.npy`: a trained model's scoring table,
+    keyed by item token, for LLMEmb's `llmemb_collab` (or any bring-your-own use)."""
+    parser = argparse.ArgumentParser(
+        prog="recbole-tfllmer export-item-table",
+        description="Write the item table a checkpoint scores with as OUT.npy + OUT.tokens.txt (rows keyed by item "
+        "token), e.g. a RandInit SASRec for LLMEmb's `llmemb_collab`.",
+    )
+    parser.add_argument("model_file", help="a .pth checkpoint written by recbole-tfllmer")
+    parser.add_argument("out", help="the .npy to write (its .tokens.txt is written beside it)")
+    args = parser.parse_args(argv)
+    from recbole_tfllmer.collab_tables import export_item_table
+    from recbole_tfllmer.quick_start import load_data_and_model
+
+    try:
+        _, model, dataset, *_ = load_data_and_model(args.model_file)
+        print(export_item_table(model, dataset, args.out))
+    except TFLLMERError as err:
+        report(f"recbole-tfllmer: error: {err}")
+        return 2
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export-item-table"]:
+        return export_item_table_main(argv[1:])
     args, overrides = build_parser().parse_known_args(argv)
     from recbole_tfllmer.quick_start import run
 

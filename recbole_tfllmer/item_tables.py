@@ -39,9 +39,12 @@ class RowNormalization(nn.Module):
 
 
 def normalize_item_table(embedding, scale=1.0, learnable=False, padding_idx=0):
-    """Install RowNormalization on `embedding.weight` (always-on normalisation)."""
-    if parametrize.is_parametrized(embedding, "weight"):
-        raise ValueError("the item table is already parametrized")
+    """Install RowNormalization on `embedding.weight` (always-on normalisation), after any
+    parametrisation already there (LLMEmb's adapter: normalisation of the adapted rows)."""
+    if parametrize.is_parametrized(embedding, "weight") and any(
+        isinstance(m, RowNormalization) for m in embedding.parametrizations.weight
+    ):
+        raise ValueError("the item table is already normalised")
     module = RowNormalization(embedding.num_embeddings, scale, learnable, padding_idx)
     parametrize.register_parametrization(embedding, "weight", module)
     return module

@@ -8,18 +8,18 @@ read or encoded) and the typed option records the wrapper and the data hook take
 math functions (graph, Rec-PCA) keep their own argument checks; their ValueErrors are
 mapped here to a ConfigError naming the option.
 
-    python -m recbole_tfllmer.options --yaml       # the package yaml, from the declarations
+    python -m recbole_tfllmer.options --yaml [MODEL]   # properties/model/<MODEL>.yaml, from the declarations
     python -m recbole_tfllmer.options --markdown   # the README's option table
 """
 
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from recbole_tfllmer.errors import ConfigError
 
-PLUGIN_METHODS = ("TFLLMER",)
+PLUGIN_METHODS = ("TFLLMER", "LLMEmb")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,11 @@ class Option:
     nullable: bool = False  # ~ (None) is a valid value
     hint: str = ""  # said in the error message after the rule
     values: str = ""  # the values column of the docs, where the kind does not say it
-    methods: tuple = PLUGIN_METHODS
+    methods: tuple = PLUGIN_METHODS  # the plugin models that read it (set per group, GROUP_METHODS)
+    method_defaults: tuple = ()  # (model, default) pairs where a model's default differs
+
+    def default_for(self, model=None):
+        return dict(self.method_defaults).get(model, self.default)
 
 
 GROUPS = {
@@ -46,6 +50,17 @@ GROUPS = {
     "graph": "co-occurrence graph (training split only)",
     "norm": "normalisation",
     "run": "running",
+    "prompt": "LLMEmb: attribute prompts",
+    "scft": "LLMEmb stage 1: supervised contrastive fine-tuning (SCFT) of the text encoder, LoRA",
+    "rat": "LLMEmb stage 2: recommendation adaptation training (RAT)",
+}
+# Groups that one model reads (the others are read by every plugin model).
+GROUP_METHODS = {
+    "init": ("TFLLMER",),
+    "graph": ("TFLLMER",),
+    "prompt": ("LLMEmb",),
+    "scft": ("LLMEmb",),
+    "rat": ("LLMEmb",),
 }
 
 ITEM_INIT_CHOICES = ("random", "pca", "rec_pca")
@@ -74,6 +89,7 @@ OPTIONS = (
         "text",
         "str",
         nullable=True,
+        methods=("TFLLMER",),  # LLMEmb builds attribute prompts (llmemb_* options)
     ),
     Option("missing_text_policy", "error", "items whose text is empty", "text", "choice", MISSING_TEXT_POLICIES),
     Option(
@@ -215,7 +231,16 @@ OPTIONS = (
         values="integer >= 1",
     ),
     # -- normalisation -----------------------------------------------------------------------
-    Option("item_norm", "always", "always | init (only at initialisation) | none", "norm", "choice", ITEM_NORM_CHOICES),
+    Option(
+        "item_norm",
+        "always",
+        "always | init (only at initialisation) | none; LLMEmb: none (always stacks TF-LLMER's normalisation on "
+        "its adapter, an ablation)",
+        "norm",
+        "choice",
+        ITEM_NORM_CHOICES,
+        method_defaults=(("LLMEmb", "none"),),
+    ),
     Option(
         "item_norm_scale",
         1.0,
@@ -238,8 +263,152 @@ OPTIONS = (
         "str",
         nullable=True,
     ),
+    # -- LLMEmb: attribute prompts (seed-methods A.1) ---------------------------------------------
+    Option(
+        "llmemb_instruction",
+        "The item has the following attributes: \n ",
+        "the prompt's first line (their Beauty prompt: 'The beauty item has the following attributes:' + newline)",
+        "prompt",
+        "str",
+    ),
+    Option("llmemb_attr_template", "{name} is {value}", "one attribute of the prompt", "prompt", "str"),
+    Option("llmemb_attr_sep", "; ", "between the attributes of the full prompt", "prompt", "str"),
+    Option(
+        "llmemb_attr_max_chars", 100, "each attribute value is cut to this many characters", "prompt", "int", minimum=1
+    ),
+    Option(
+        "llmemb_attr_names",
+        None,
+        "display names {field: name} in the prompt; ~ = the field names",
+        "prompt",
+        "checked",
+        nullable=True,
+        values="mapping or ~",
+    ),
+    # -- LLMEmb stage 1: SCFT (seed-methods A.2) ---------------------------------------------------
+    Option(
+        "llmemb_scft",
+        True,
+        "fine-tune the encoder (false = LLMEmb w/o SCFT: the base encoder's vectors)",
+        "scft",
+        "bool",
+    ),
+    Option(
+        "scft_drop_ratio",
+        0.4,
+        "share of an item's attributes each view drops (at least one is kept)",
+        "scft",
+        "number",
+        minimum=0.0,
+        maximum=0.99,
+    ),
+    Option(
+        "scft_resample_views",
+        True,
+        "fresh views every time an item is drawn (false = one fixed pair, as the code)",
+        "scft",
+        "bool",
+    ),
+    Option(
+        "scft_loss",
+        "soft_clip",
+        "soft_clip = the code's soft-target loss; infonce = cosine InfoNCE",
+        "scft",
+        "choice",
+        ("soft_clip", "infonce"),
+    ),
+    Option(
+        "scft_tau_init",
+        3.0,
+        "temperature (soft_clip: multiplies inside the targets, as the code)",
+        "scft",
+        "number",
+        positive=True,
+    ),
+    Option("scft_tau_learnable", True, "learn the temperature (kept >= 0.01)", "scft", "bool"),
+    Option("scft_lora_r", 8, "LoRA rank", "scft", "int", minimum=1),
+    Option("scft_lora_alpha", 32, "LoRA alpha", "scft", "number", positive=True),
+    Option("scft_lora_dropout", 0.1, "LoRA dropout", "scft", "number", minimum=0.0, maximum=0.99),
+    Option(
+        "scft_lora_targets",
+        "all-linear",
+        "modules LoRA wraps: all-linear (peft picks every linear layer but the output head) or a list of names",
+        "scft",
+        "checked",
+        values="all-linear or list of module names",
+    ),
+    Option(
+        "scft_lr", 2.0e-4, "AdamW learning rate, decayed linearly to 0, no warm-up", "scft", "number", positive=True
+    ),
+    Option("scft_weight_decay", 0.0, "AdamW weight decay", "scft", "number", minimum=0.0),
+    Option("scft_grad_clip", 1.0, "gradient-norm clipping", "scft", "number", positive=True),
+    Option("scft_batch_size", 32, "items per contrastive group (the in-batch negatives)", "scft", "int", minimum=2),
+    Option(
+        "scft_grad_accum", 4, "groups per optimizer step (4 x 32 = the code's 128-pair step)", "scft", "int", minimum=1
+    ),
+    Option("scft_max_steps", 4000, "optimizer steps (the code's)", "scft", "int", minimum=1),
+    Option(
+        "scft_epochs",
+        None,
+        "passes over the catalogue instead of scft_max_steps (~ = use scft_max_steps); CPU boards use 1",
+        "scft",
+        "number",
+        positive=True,
+        nullable=True,
+    ),
+    Option(
+        "scft_max_length",
+        None,
+        "prompt tokens in SCFT and encoding; ~ = text_max_length",
+        "scft",
+        "int",
+        minimum=1,
+        nullable=True,
+    ),
+    Option("scft_seed", 42, "SCFT's own seed, independent of the run's: one fine-tuning per dataset", "scft", "int"),
+    # -- LLMEmb stage 2: RAT (seed-methods A.4) ----------------------------------------------------
+    Option(
+        "llmemb_pca_dim",
+        1536,
+        "PCA width P of the frozen table (clipped to the encoder width and n_items - 1)",
+        "rat",
+        "int",
+        minimum=1,
+    ),
+    Option(
+        "llmemb_adapter_hidden",
+        None,
+        "hidden width of the two-layer linear adapter; ~ = P / 2",
+        "rat",
+        "int",
+        minimum=1,
+        nullable=True,
+    ),
+    Option(
+        "llmemb_freeze_llm_table", True, "keep the PCA table frozen (false = the w/o-frozen ablation)", "rat", "bool"
+    ),
+    Option(
+        "llmemb_align_alpha",
+        0.01,
+        "weight of the collaborative alignment loss (0 = LLMEmb w/o alignment)",
+        "rat",
+        "number",
+        minimum=0.0,
+    ),
+    Option("llmemb_align_tau", 2.0, "temperature of the alignment loss", "rat", "number", positive=True),
+    Option("llmemb_align_loss", "soft_clip", "alignment loss form", "rat", "choice", ("soft_clip", "infonce")),
+    Option(
+        "llmemb_collab",
+        None,
+        "the collaborative item table to align with: an exported table (.npy + .tokens.txt, rows keyed by item token) "
+        "or a checkpoint of an ID-only backbone; required when llmemb_align_alpha > 0 (boards fill it)",
+        "rat",
+        "str",
+        nullable=True,
+    ),
 )
 
+OPTIONS = tuple(replace(o, methods=GROUP_METHODS[o.group]) if o.group in GROUP_METHODS else o for o in OPTIONS)
 BY_NAME = {o.name: o for o in OPTIONS}
 # Options that no longer exist, with what replaces them (a config that sets one fails loudly).
 RENAMED = {
@@ -250,9 +419,14 @@ RENAMED = {
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 
-def default_of(name, fallback=None):
-    """The declared default of a plugin option (`fallback` for a key the plugin does not own)."""
-    return BY_NAME[name].default if name in BY_NAME else fallback
+def default_of(name, fallback=None, model=None):
+    """The declared default of a plugin option for `model` (`fallback` for a key the plugin does not own)."""
+    return BY_NAME[name].default_for(model) if name in BY_NAME else fallback
+
+
+def options_of(model):
+    """The options `model` reads, in declaration order."""
+    return tuple(o for o in OPTIONS if model in o.methods)
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -291,13 +465,14 @@ def _lookup(config, key):
         return None
 
 
-def option_values(config):
-    """{name: checked value} of every declared option (a key the config lacks gets its default)."""
+def option_values(config, model=None):
+    """{name: checked value} of every option `model` reads (a key the config lacks gets its
+    default); model None = every declared option."""
     values = {}
-    for option in OPTIONS:
+    for option in options_of(model) if model else OPTIONS:
         value = _lookup(config, option.name)
         if value is None and not option.nullable:
-            value = option.default
+            value = option.default_for(model)
         values[option.name] = check_value(option, value)
     return values
 
@@ -373,16 +548,46 @@ class NormOptions:
 
 
 @dataclass(frozen=True)
+class LLMEmbOptions:
+    """LLMEmb's two stages (llmemb/): the prompts, the SCFT recipe, and RAT's table and loss."""
+
+    scft: bool
+    prompt: object  # llmemb.prompts.PromptFormat
+    recipe: object  # llmemb.scft.SCFTRecipe
+    pca_dim: int
+    adapter_hidden: int  # None = P / 2
+    freeze_llm_table: bool
+    align_alpha: float
+    align_tau: float
+    align_loss: str
+    collab: str  # None only when align_alpha == 0
+
+
+@dataclass(frozen=True)
 class PluginOptions:
     text: TextOptions
-    init: InitOptions
-    graph: GraphOptions
-    norm: NormOptions
+    init: InitOptions = None  # TFLLMER only
+    graph: GraphOptions = None  # TFLLMER only
+    norm: NormOptions = None
+    llmemb: LLMEmbOptions = None  # LLMEmb only
     source: tuple = ()  # the raw (name, value) pairs these records were checked from
 
 
-def _cross_checks(v):
+def _cross_checks(v, model):
     """Rules that join several options, and the pure functions' own checks, as ConfigErrors."""
+    if model == "TFLLMER":
+        _tfllmer_checks(v)
+    if model == "LLMEmb":
+        _llmemb_checks(v)
+    if v["item_norm_learnable"] and v["item_norm"] != "always":
+        raise ConfigError(
+            "conflicting options: `item_norm_learnable: true` learns the norm of the item vectors, "
+            f"which needs `item_norm: always` (got `item_norm: {v['item_norm']}`). Set "
+            "`item_norm: always`, or `item_norm_learnable: false`."
+        )
+
+
+def _tfllmer_checks(v):
     from recbole_tfllmer.tfllmer.cooccurrence import check_graph_topk, check_graph_weighting, check_graph_window
     from recbole_tfllmer.tfllmer.rec_pca import check_solver_options
 
@@ -399,18 +604,52 @@ def _cross_checks(v):
         check_solver_options(v["rec_pca_solver"], v["rec_pca_tol"], v["rec_pca_max_iter"])
     except ValueError as err:
         raise ConfigError(f"option {err}") from None
-    if v["item_norm_learnable"] and v["item_norm"] != "always":
+
+
+def _llmemb_checks(v):
+    if v["item_norm"] == "init":
         raise ConfigError(
-            "conflicting options: `item_norm_learnable: true` learns the norm of the item vectors, "
-            f"which needs `item_norm: always` (got `item_norm: {v['item_norm']}`). Set "
-            "`item_norm: always`, or `item_norm_learnable: false`."
+            "`item_norm: init` rescales a trained table once, but LLMEmb's table is computed by its adapter at every "
+            "use: use `item_norm: none` (LLMEmb) or `always` (its adapter's rows normalised at every use)"
         )
+    names = v["llmemb_attr_names"]
+    if names is not None and not (isinstance(names, dict) and all(isinstance(x, str) for x in names.values())):
+        raise ConfigError(f"option `llmemb_attr_names` must map .item fields to display names, got {names!r}")
+    targets = v["scft_lora_targets"]
+    if not (
+        targets == "all-linear" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))
+    ):
+        raise ConfigError(
+            f"option `scft_lora_targets` must be all-linear or a list of module names (e.g. [query, value]), got {targets!r}"
+        )
+    if "{value}" not in v["llmemb_attr_template"]:
+        raise ConfigError(
+            f"option `llmemb_attr_template` must contain {{value}} (and may contain {{name}}), got {v['llmemb_attr_template']!r}"
+        )
+    if v["llmemb_align_alpha"] > 0 and v["llmemb_collab"] is None:
+        raise ConfigError(
+            f"LLMEmb aligns with a collaborative item table (`llmemb_align_alpha: {v['llmemb_align_alpha']:g}`) but "
+            "`llmemb_collab` is not set: give the table of an ID-only backbone trained on the same data (a .npy with "
+            "its .tokens.txt, e.g. from `recbole-tfllmer export-item-table`, or its checkpoint .pth), or set "
+            "`llmemb_align_alpha: 0` (LLMEmb w/o alignment)"
+        )
+    collab = v["llmemb_collab"]
+    if v["llmemb_align_alpha"] > 0 and not os.path.isfile(os.path.expanduser(collab)):
+        raise ConfigError(f"option `llmemb_collab`: file '{collab}' does not exist")
+    if v["llmemb_scft"]:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "LLMEmb's SCFT (`llmemb_scft: true`) needs the peft library: pip install 'peft>=0.21,<0.22' "
+                "(or set `llmemb_scft: false`)"
+            ) from None
 
 
 def _encoder_checks(config, v):
     """The text encoder's existence, input limit and output width, from its config files: a
     mistake fails now, not after RecBole has read the dataset and the catalogue is encoded."""
-    if v["item_init"] == "random" or v["precomputed_embeddings"]:
+    if v.get("item_init") == "random" or v["precomputed_embeddings"]:
         return
     from recbole_tfllmer.backbones import SUPPORTED_BACKBONES
     from recbole_tfllmer.text.encoders import encoder_limits, resolve_model_path
@@ -425,7 +664,7 @@ def _encoder_checks(config, v):
         )
     spec = SUPPORTED_BACKBONES.get(_lookup(config, "backbone"))
     width = _lookup(config, spec.width_option) if spec else None
-    if dim is not None and isinstance(width, int) and width > dim:
+    if _model_of(config) == "TFLLMER" and dim is not None and isinstance(width, int) and width > dim:
         raise ConfigError(
             f"the backbone's `{spec.width_option}` ({width}) exceeds the LLM embedding dimension ({dim}) of text "
             f"encoder {name!r}; Rec-PCA can only reduce dimensions. Use a text encoder with at least {width} "
@@ -453,10 +692,17 @@ def check_no_misspelt_options(user_options, known_options):
             raise ConfigError(f"unknown option `{key}`: did you mean `{near[0]}`? (RecBole would ignore it silently)")
 
 
+def _model_of(config):
+    """The plugin model a config is for (TFLLMER for a plain mapping without `model`)."""
+    model = _lookup(config, "model")
+    return model if model in PLUGIN_METHODS else "TFLLMER"
+
+
 def validate_options(config):
-    """Check every plugin option once and return the typed records (PluginOptions)."""
-    v = option_values(config)
-    _cross_checks(v)
+    """Check every option the config's plugin model reads, once, and return the typed records."""
+    model = _model_of(config)
+    v = option_values(config, model)
+    _cross_checks(v, model)
     _encoder_checks(config, v)
     if v["resume_from"] is not None and not os.path.isfile(v["resume_from"]):
         raise ConfigError(
@@ -465,41 +711,96 @@ def validate_options(config):
         )
     return PluginOptions(
         source=_raw_values(config),
-        text=TextOptions(
-            fields=v["text_fields"],
-            template=v["text_template"],
-            missing_text_policy=v["missing_text_policy"],
-            encoder=v["text_encoder"],
-            encoder_type=v["text_encoder_type"],
-            pooling=v["text_pooling"],
-            normalize=v["text_normalize"],
-            batch_size=v["text_batch_size"],
-            max_length=v["text_max_length"],
-            device=v["text_device"],
-            dtype=v["text_dtype"],
-            allow_download=v["text_allow_download"],
-            cache_dir=v["embedding_cache_dir"],
-            chunk_size=v["embedding_chunk_size"],
-            precomputed=v["precomputed_embeddings"],
-        ),
-        init=InitOptions(
-            item_init=v["item_init"],
-            rec_pca_alpha=float(v["rec_pca_alpha"]),
-            formulation=v["rec_pca_formulation"],
-            center=v["rec_pca_center"],
-            row_normalize=v["rec_pca_row_normalize"],
-            whiten=v["rec_pca_whiten"],
-            solver=v["rec_pca_solver"],
-            tol=float(v["rec_pca_tol"]),
-            max_iter=v["rec_pca_max_iter"],
-            init_scale=None if v["init_scale"] is None else float(v["init_scale"]),
-        ),
-        graph=GraphOptions(window=v["graph_window"], weighting=v["graph_weighting"], topk=v["graph_topk"]),
+        text=_text_options(v),
+        init=_init_options(v) if model == "TFLLMER" else None,
+        graph=GraphOptions(window=v["graph_window"], weighting=v["graph_weighting"], topk=v["graph_topk"])
+        if model == "TFLLMER"
+        else None,
         norm=NormOptions(
             mode=v["item_norm"],
             scale=None if v["item_norm_scale"] is None else float(v["item_norm_scale"]),
             learnable=v["item_norm_learnable"],
         ),
+        llmemb=_llmemb_options(v) if model == "LLMEmb" else None,
+    )
+
+
+def _text_options(v):
+    return TextOptions(
+        fields=v["text_fields"],
+        template=v.get("text_template"),  # TFLLMER only
+        missing_text_policy=v["missing_text_policy"],
+        encoder=v["text_encoder"],
+        encoder_type=v["text_encoder_type"],
+        pooling=v["text_pooling"],
+        normalize=v["text_normalize"],
+        batch_size=v["text_batch_size"],
+        max_length=v["text_max_length"],
+        device=v["text_device"],
+        dtype=v["text_dtype"],
+        allow_download=v["text_allow_download"],
+        cache_dir=v["embedding_cache_dir"],
+        chunk_size=v["embedding_chunk_size"],
+        precomputed=v["precomputed_embeddings"],
+    )
+
+
+def _init_options(v):
+    return InitOptions(
+        item_init=v["item_init"],
+        rec_pca_alpha=float(v["rec_pca_alpha"]),
+        formulation=v["rec_pca_formulation"],
+        center=v["rec_pca_center"],
+        row_normalize=v["rec_pca_row_normalize"],
+        whiten=v["rec_pca_whiten"],
+        solver=v["rec_pca_solver"],
+        tol=float(v["rec_pca_tol"]),
+        max_iter=v["rec_pca_max_iter"],
+        init_scale=None if v["init_scale"] is None else float(v["init_scale"]),
+    )
+
+
+def _llmemb_options(v):
+    from recbole_tfllmer.llmemb.prompts import PromptFormat
+    from recbole_tfllmer.llmemb.scft import SCFTRecipe
+
+    targets = v["scft_lora_targets"]
+    return LLMEmbOptions(
+        scft=v["llmemb_scft"],
+        prompt=PromptFormat(
+            instruction=v["llmemb_instruction"],
+            attr_template=v["llmemb_attr_template"],
+            attr_sep=v["llmemb_attr_sep"],
+            max_chars=v["llmemb_attr_max_chars"],
+            names=tuple(sorted((v["llmemb_attr_names"] or {}).items())),
+        ),
+        recipe=SCFTRecipe(
+            drop_ratio=float(v["scft_drop_ratio"]),
+            resample_views=v["scft_resample_views"],
+            loss=v["scft_loss"],
+            tau_init=float(v["scft_tau_init"]),
+            tau_learnable=v["scft_tau_learnable"],
+            lora_r=v["scft_lora_r"],
+            lora_alpha=float(v["scft_lora_alpha"]),
+            lora_dropout=float(v["scft_lora_dropout"]),
+            lora_targets=targets if isinstance(targets, str) else tuple(targets),
+            lr=float(v["scft_lr"]),
+            weight_decay=float(v["scft_weight_decay"]),
+            grad_clip=float(v["scft_grad_clip"]),
+            batch_size=v["scft_batch_size"],
+            grad_accum=v["scft_grad_accum"],
+            max_steps=v["scft_max_steps"],
+            epochs=None if v["scft_epochs"] is None else float(v["scft_epochs"]),
+            max_length=v["scft_max_length"] or v["text_max_length"],
+            seed=v["scft_seed"],
+        ),
+        pca_dim=v["llmemb_pca_dim"],
+        adapter_hidden=v["llmemb_adapter_hidden"],
+        freeze_llm_table=v["llmemb_freeze_llm_table"],
+        align_alpha=float(v["llmemb_align_alpha"]),
+        align_tau=float(v["llmemb_align_tau"]),
+        align_loss=v["llmemb_align_loss"],
+        collab=None if v["llmemb_collab"] is None else os.path.expanduser(v["llmemb_collab"]),
     )
 
 
@@ -523,24 +824,46 @@ def _yaml_value(value):
     return str(value)
 
 
-def package_yaml():
-    """The text of properties/model/TFLLMER.yaml (a test keeps the file equal to it)."""
+def _yaml_text(value):
+    """A string as YAML reads it back: plain when that is safe, else double-quoted (JSON is YAML)."""
+    import json
+
+    import yaml
+
+    plain = _yaml_value(value)
+    try:
+        same = yaml.safe_load(plain) == value
+    except yaml.YAMLError:
+        same = False
+    return plain if same and "#" not in plain else json.dumps(value)
+
+
+def package_yaml(model="TFLLMER"):
+    """The text of properties/model/<model>.yaml (a test keeps each file equal to it)."""
     lines = [
-        "# TF-LLMER defaults. GENERATED from recbole_tfllmer/options.py (python -m recbole_tfllmer.options",
-        "# --yaml): edit the declarations there, not this file. Loaded after the backbone's own RecBole yaml",
-        "# and before the user's files / command line.",
+        f"# {model} defaults. GENERATED from recbole_tfllmer/options.py (python -m recbole_tfllmer.options",
+        f"# --yaml {model}): edit the declarations there, not this file. Loaded after the backbone's own RecBole",
+        "# yaml and before the user's files / command line.",
     ]
     for group, title in GROUPS.items():
+        chosen = [o for o in options_of(model) if o.group == group]
+        if not chosen:
+            continue
         lines += ["", f"# --- {title} " + "-" * max(3, 84 - len(title))]
-        for o in (o for o in OPTIONS if o.group == group):
-            lines.append(f"{o.name}: {_yaml_value(o.default)}".ljust(38) + f"# {o.help}")
+        for o in chosen:
+            value = o.default_for(model)
+            text = _yaml_text(value) if isinstance(value, str) else _yaml_value(value)
+            entry = f"{o.name}: {text}"
+            lines.append((entry.ljust(38) if len(entry) < 38 else entry + " ") + f"# {o.help}")
     return "\n".join(lines) + "\n"
 
 
 def markdown_table():
     """The README's table of every plugin option (a test keeps the README equal to it)."""
-    lines = ["| option | default | values | what it does |", "|---|---|---|---|"]
+    lines = ["| option | read by | default | values | what it does |", "|---|---|---|---|---|"]
     for o in OPTIONS:
+        readers = "all" if o.methods == PLUGIN_METHODS else ", ".join(o.methods)
+        default = f"`{doc_value(o.default)}`" + "".join(f" ({m}: `{doc_value(d)}`)" for m, d in o.method_defaults)
         if o.values:
             values = o.values
         elif o.kind == "choice":
@@ -554,18 +877,23 @@ def markdown_table():
             values = {"bool": "true \\| false", "str": "string"}.get(o.kind, "")
         if o.nullable:
             values += " or ~"
-        lines.append(f"| `{o.name}` | `{_yaml_value(o.default)}` | {values} | {o.help.replace('|', '/')} |")
+        lines.append(f"| `{o.name}` | {readers} | {default} | {values} | {o.help.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def doc_value(value):
+    """A default as the docs and --help show it (YAML, quoted where needed)."""
+    return (_yaml_text(value) if isinstance(value, str) else _yaml_value(value)).replace("|", "/")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--yaml"]:
-        sys.stdout.write(package_yaml())
+    if argv[:1] == ["--yaml"] and len(argv) <= 2:
+        sys.stdout.write(package_yaml(*argv[1:]))
     elif argv == ["--markdown"]:
         sys.stdout.write(markdown_table())
     else:
-        print("usage: python -m recbole_tfllmer.options --yaml | --markdown", file=sys.stderr)
+        print("usage: python -m recbole_tfllmer.options --yaml [TFLLMER|LLMEmb] | --markdown", file=sys.stderr)
         return 2
     return 0
 

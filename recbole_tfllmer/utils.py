@@ -8,7 +8,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 # Models this plugin adds, by RecBole-style name -> module that defines the class.
-PLUGIN_MODELS = {"TFLLMER": "recbole_tfllmer.tfllmer.tfllmer"}
+PLUGIN_MODELS = {"TFLLMER": "recbole_tfllmer.tfllmer.tfllmer", "LLMEmb": "recbole_tfllmer.llmemb.llmemb"}
 
 
 RECBOLE_MODEL_PACKAGES = ("general", "context_aware", "sequential", "knowledge_aware", "exlib")
@@ -43,7 +43,7 @@ def get_model(model_name):
         hint = f"; did you mean {', '.join(known[n] for n in near)}?" if near else ""
         raise ConfigError(
             f"unknown model {model_name!r} (-m/--model or `model`){hint} "
-            "Use TFLLMER or a RecBole model name, e.g. SASRec"
+            "Use TFLLMER, LLMEmb or a RecBole model name, e.g. SASRec"
         )
     return recbole_get_model(model_name)
 

@@ -10,12 +10,16 @@ from recbole_tfllmer import options
 from recbole_tfllmer.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_YAML = REPO / "recbole_tfllmer" / "properties" / "model" / "TFLLMER.yaml"
+MODEL_YAMLS = REPO / "recbole_tfllmer" / "properties" / "model"
 
 
-def test_package_yaml_is_generated_from_the_declarations():
-    assert PACKAGE_YAML.read_text(encoding="utf-8") == options.package_yaml()
-    assert yaml.safe_load(PACKAGE_YAML.read_text(encoding="utf-8")) == options.DEFAULTS
+@pytest.mark.parametrize("model", options.PLUGIN_METHODS)
+def test_package_yaml_is_generated_from_the_declarations(model):
+    text = (MODEL_YAMLS / f"{model}.yaml").read_text(encoding="utf-8")
+    assert text == options.package_yaml(model)
+    # exactly the options the model reads, each with its default for that model (strings with
+    # newlines or trailing blanks survive the quoting)
+    assert yaml.safe_load(text) == {o.name: o.default_for(model) for o in options.options_of(model)}
 
 
 def test_readme_option_table_is_generated_and_no_table_restates_a_default_differently():
@@ -106,4 +110,4 @@ def test_help_lists_every_plugin_option_with_its_default(capsys):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
     for o in options.OPTIONS:
-        assert f"--{o.name}=... (default {'~' if o.default is None else o.default})" in text
+        assert f"--{o.name}=... (default {options.doc_value(o.default)})" in text

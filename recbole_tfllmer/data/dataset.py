@@ -22,7 +22,7 @@ SPLIT_NAMES = ("train", "valid", "test")
 
 
 def needs_text_embeddings(config):
-    return config["item_init"] in ("pca", "rec_pca")
+    return config["model"] == "LLMEmb" or config["item_init"] in ("pca", "rec_pca")
 
 
 class TFLLMERDataset(SequentialDataset):
@@ -77,10 +77,15 @@ class TFLLMERDataset(SequentialDataset):
 
     # -- item text embeddings ------------------------------------------------------------
     def _load_item_text_embeddings(self):
-        from recbole_tfllmer.text.hook import compute_item_embeddings_with_info
-
         start = time.perf_counter()
-        result = compute_item_embeddings_with_info(self.config, self)
+        if self.config["model"] == "LLMEmb":
+            from recbole_tfllmer.llmemb.item_vectors import llmemb_item_embeddings
+
+            result = llmemb_item_embeddings(self.config, self)
+        else:
+            from recbole_tfllmer.text.hook import compute_item_embeddings_with_info
+
+            result = compute_item_embeddings_with_info(self.config, self)
         matrix = np.asarray(result.matrix, dtype=np.float32)
         if matrix.shape[0] != self.item_num:
             raise AssertionError(

@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from recbole_tfllmer.leaderboard.spec import cell_matches, load_spec, parse_only
 from recbole_tfllmer.leaderboard.store import CellStore, atomic_write_json
@@ -37,8 +39,43 @@ def ordered_cells(spec):
     )
 
 
+@dataclass
+class QueueEntry:
+    """One cell (or tuning trial) of a run: its record must carry `fingerprint`; a cell that
+    exports a table is done only once `artifact` exists too, and one that `requires` a file
+    waits until it exists (its source cell ran)."""
+
+    cell_id: str
+    fingerprint: str
+    job_for: Callable
+    artifact: Path = None
+    requires: Path = None
+    source_id: str = None
+
+    def done(self, store):
+        return store.is_done(self.cell_id, self.fingerprint) and (self.artifact is None or self.artifact.is_file())
+
+    def ready(self):
+        return self.requires is None or self.requires.is_file()
+
+
+def cell_entry(spec, cell, store, workdir, threads=None):
+    source = spec.collab_source(cell)
+    return QueueEntry(
+        cell.cell_id,
+        spec.fingerprint(cell),
+        lambda: make_job(spec, cell, store, workdir, threads),
+        artifact=spec.artifact_path(cell, store.root) if spec.exports_item_table(cell) else None,
+        requires=spec.artifact_path(source, store.root) if source is not None else None,
+        source_id=source.cell_id if source is not None else None,
+    )
+
+
 def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
     files, config = spec.cell_inputs(cell)
+    source = spec.collab_source(cell)
+    if source is not None:  # the source's exported table (a path on this machine: not in the fingerprint)
+        config["llmemb_collab"] = str(spec.artifact_path(source, store.root))
     return {
         "leaderboard": spec.name,
         "cell_id": cell_id or cell.cell_id,
@@ -51,6 +88,7 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         "results_dir": str(store.root),
         "workdir": str(workdir),
         "threads": threads,
+        "export_item_table": str(spec.artifact_path(cell, store.root)) if spec.exports_item_table(cell) else None,
     }
 
 
@@ -131,53 +169,75 @@ def log(msg):
 
 
 def run_queue(entries, store, workdir, args, after_each=None, max_cells=None):
-    """Run (cell_id, fingerprint, make_job) entries not yet done in `store`, with claims;
-    at most `max_cells` of them (None: all)."""
-    todo = [e for e in entries if not store.is_done(e[0], e[1])]
+    """Run the QueueEntry's not yet done in `store`, with claims; at most `max_cells` of them
+    (None: all). A cell whose required table does not exist yet waits, and is tried again
+    after the others; a finished cell whose table is missing (it ran before a board needed
+    it) runs again last."""
+    todo = [e for e in entries if not e.done(store)]
+    todo.sort(key=lambda e: store.is_done(e.cell_id, e.fingerprint))  # re-runs for a missing table last
     log(
         f"{len(entries)} cells selected, {len(entries) - len(todo)} already done, {len(todo)} to run "
         f"(results: {store.root}, scratch: {workdir})"
     )
     ran = failed = 0
-    for i, (cell_id, fp, job_for) in enumerate(todo):
-        if max_cells is not None and ran >= max_cells:
+    while todo and (max_cells is None or ran < max_cells):
+        waiting = [e for e in todo if not e.ready()]
+        runnable = [e for e in todo if e.ready()]
+        if not runnable:
+            for e in waiting:
+                log(f"wait {e.cell_id}: needs the item table of {e.source_id}, which is not exported yet")
             break
-        if store.is_done(cell_id, fp):  # another worker finished it meanwhile
-            continue
-        if not store.claim(cell_id):
-            log(f"skip {cell_id}: claimed by another live worker")
-            continue
-        try:
-            job = job_for()
-            t0 = time.perf_counter()
-            log(f"run  {cell_id} ({i + 1}/{len(todo)})")
-            if args.in_process:
-                rc = run_job_in_process(job, workdir)
-            else:
-                rc = run_job_subprocess(job, workdir, workdir / "logs" / f"{cell_id}.log")
-            ran += 1
-            if rc == 0 and store.is_done(cell_id, fp):
-                rec = store.read(cell_id)
-                log(
-                    f"done {cell_id} in {time.perf_counter() - t0:.0f}s: valid {rec.get('best_valid_score')}, test "
-                    f"NDCG@10 {rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
-                    f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}"
-                )
-            else:
-                failed += 1
-                log(
-                    f"FAIL {cell_id} (rc={rc}); see {workdir / 'logs' / (cell_id + '.log')} "
-                    f"and {store.failed_dir / (cell_id + '.json')}"
-                )
-        finally:
-            store.release(cell_id)
-        if after_each is not None:
-            try:
-                after_each()
-            except Exception as exc:  # the summary must never stop the queue
-                log(f"summary failed: {exc!r}")
+        for i, entry in enumerate(runnable):
+            if max_cells is not None and ran >= max_cells:
+                break
+            outcome = _run_entry(entry, store, workdir, args, f"{i + 1}/{len(runnable)}")
+            ran += outcome is not None
+            failed += outcome is False
+            if after_each is not None and outcome is not None:
+                try:
+                    after_each()
+                except Exception as exc:  # the summary must never stop the queue
+                    log(f"summary failed: {exc!r}")
+        todo = [e for e in waiting if not e.done(store)]
+        if not any(e.ready() for e in todo):
+            for e in todo:
+                log(f"wait {e.cell_id}: needs the item table of {e.source_id}, which is not exported yet")
+            break
     log(f"ran {ran} cell(s), {failed} failed")
     return ran, failed
+
+
+def _run_entry(entry, store, workdir, args, position):
+    """Run one entry under its claim: True (done), False (failed), None (not run)."""
+    cell_id = entry.cell_id
+    if entry.done(store):  # another worker finished it meanwhile
+        return None
+    if not store.claim(cell_id):
+        log(f"skip {cell_id}: claimed by another live worker")
+        return None
+    try:
+        job = entry.job_for()
+        t0 = time.perf_counter()
+        log(f"run  {cell_id} ({position})")
+        if args.in_process:
+            rc = run_job_in_process(job, workdir)
+        else:
+            rc = run_job_subprocess(job, workdir, workdir / "logs" / f"{cell_id}.log")
+        if rc == 0 and entry.done(store):
+            rec = store.read(cell_id)
+            log(
+                f"done {cell_id} in {time.perf_counter() - t0:.0f}s: valid {rec.get('best_valid_score')}, test "
+                f"NDCG@10 {rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
+                f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}"
+            )
+            return True
+        log(
+            f"FAIL {cell_id} (rc={rc}); see {workdir / 'logs' / (cell_id + '.log')} "
+            f"and {store.failed_dir / (cell_id + '.json')}"
+        )
+        return False
+    finally:
+        store.release(cell_id)
 
 
 def _tune(spec, filters, workdir, args):
@@ -196,7 +256,7 @@ def _tune(spec, filters, workdir, args):
         for t in chosen:
             t_spec = tuning.trial_spec(spec, t)
             entries.append(
-                (
+                QueueEntry(
                     t.trial_id,
                     t_spec.fingerprint(t.cell),
                     lambda t=t, t_spec=t_spec: make_job(t_spec, t.cell, trial_store, workdir, args.threads, t.trial_id),
@@ -243,16 +303,14 @@ def main(argv=None):
 
     if args.list:
         for c in cells:
-            print(("done   " if store.is_done(c.cell_id, spec.fingerprint(c)) else "todo   ") + c.cell_id)
+            print(("done   " if cell_entry(spec, c, store, workdir).done(store) else "todo   ") + c.cell_id)
         return 0
 
     from recbole_tfllmer.leaderboard.summary import write_summary
 
     if not args.summary_only:
         log(f"leaderboard {spec.name}")
-        entries = [
-            (c.cell_id, spec.fingerprint(c), lambda c=c: make_job(spec, c, store, workdir, args.threads)) for c in cells
-        ]
+        entries = [cell_entry(spec, c, store, workdir, args.threads) for c in cells]
         run_queue(
             entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False), max_cells=budget
         )

@@ -133,6 +133,12 @@ RECORDED_CONFIG_KEYS = (
     "text_encoder_type",
     "text_pooling",
     "text_normalize",
+    "llmemb_scft",
+    "llmemb_pca_dim",
+    "llmemb_align_alpha",
+    "llmemb_align_tau",
+    "scft_epochs",
+    "scft_max_steps",
     "valid_metric",
     "topk",
     "eval_args",
@@ -299,6 +305,10 @@ def run_cell(job, workdir=None):
         test_seconds = time.perf_counter() - t0
         cond_end = conditioning_stats(model, sample)
         longtail, test_ranks = _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result)
+        if job.get("export_item_table"):  # another cell of the board aligns with this model's table
+            from recbole_tfllmer.collab_tables import export_item_table
+
+            export_item_table(model, dataset, job["export_item_table"])
 
         scores = [v["score"] for v in fit_log.valid_scores]
         best_epoch = None

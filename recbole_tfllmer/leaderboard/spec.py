@@ -7,9 +7,16 @@ layer it on the command line of `run_recbole_tfllmer.py`:
     config_dict      = shared overrides  <  dataset overrides  <  backbone overrides
                        <  vector-kind options  <  per-method overrides  <  {backbone, seed, ...}
 
-so every method goes through the same `model: TFLLMER` code path and differs only by its
-option preset. Methods whose preset has `item_init: random` use no LLM vectors: they get
-the single vector kind "none" (one run per backbone/seed, shown beside both kinds).
+so every method goes through the plugin model its preset names (`model:`, TFLLMER when it
+names none) and differs only by its option preset. Methods whose preset has `item_init:
+random` use no LLM vectors: they get the single vector kind "none" (one run per
+backbone/seed, shown beside both kinds).
+
+A method that aligns with a collaborative item table (LLMEmb with `llmemb_align_alpha` > 0
+and no `llmemb_collab` of its own) *requires* the board's `collab_method` cell (RandInit) on
+`collab_backbone` (SASRec) of the same dataset and seed: that cell exports its best model's
+item table (`artifacts/<cell_id>.npy` + `.tokens.txt`, beside the cell files) and the
+requiring cell runs after it, with the table as its `llmemb_collab`.
 
 The presets ship with the package (recbole_tfllmer/properties/method/); a board may name
 another folder with `method_dir:`. Relative paths in a board yaml resolve against the yaml's
@@ -81,6 +88,8 @@ class LeaderboardSpec:
     backbone_overrides: dict = field(default_factory=dict)
     method_overrides: dict = field(default_factory=dict)
     method_dir: Path = METHOD_DIR
+    collab_method: str = "RandInit"  # whose item table LLMEmb cells align with ...
+    collab_backbone: str = "SASRec"  # ... trained on this backbone (their code: SASRec for every backbone)
     protocol: str = ""
     conditioning: dict = field(default_factory=lambda: {"sample_size": 256, "seed": 0})
     longtail: dict = field(default_factory=lambda: {"buckets": 5, "k": 10})
@@ -110,8 +119,30 @@ class LeaderboardSpec:
         options.update(self.method_overrides.get(method) or {})
         return options
 
+    def model_of(self, method):
+        return self.method_options(method).get("model", "TFLLMER")
+
     def uses_vectors(self, method):
+        if self.model_of(method) != "TFLLMER":
+            return True  # LLMEmb embeds item text
         return self.method_options(method).get("item_init", "rec_pca") != "random"
+
+    def collab_source(self, cell):
+        """The cell whose exported item table `cell` aligns with, or None."""
+        options = self.method_options(cell.method)
+        if self.model_of(cell.method) != "LLMEmb" or options.get("llmemb_collab"):
+            return None
+        from recbole_tfllmer.options import default_of
+
+        if float(options.get("llmemb_align_alpha", default_of("llmemb_align_alpha"))) <= 0:
+            return None
+        return Cell(cell.dataset, self.collab_backbone, self.collab_method, NO_VECTORS, cell.seed)
+
+    def exports_item_table(self, cell):
+        return any(self.collab_source(c) == cell for c in self.cells())
+
+    def artifact_path(self, cell, results_dir):
+        return Path(results_dir) / "artifacts" / f"{cell.cell_id}.npy"
 
     # -- cells --------------------------------------------------------------------------
     def cells(self):
@@ -137,7 +168,7 @@ class LeaderboardSpec:
             config.update(copy.deepcopy(self.vector_kinds[cell.vectors]))
         config.update(copy.deepcopy(self.method_overrides.get(cell.method) or {}))
         config.update(copy.deepcopy(self.tuned.get(tuned_key(cell)) or {}))
-        config.update({"model": "TFLLMER", "backbone": cell.backbone, "seed": cell.seed})
+        config.update({"model": self.model_of(cell.method), "backbone": cell.backbone, "seed": cell.seed})
         if checkpoint_dir is not None:
             config["checkpoint_dir"] = str(checkpoint_dir)
         return files, config
@@ -151,6 +182,9 @@ class LeaderboardSpec:
             "conditioning": self.conditioning,
             "longtail": self.longtail,
         }
+        source = self.collab_source(cell)
+        if source is not None:  # a new collaborative table makes the cell stale
+            blob["requires"] = {source.cell_id: self.fingerprint(source)}
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -257,6 +291,8 @@ def spec_from_dict(raw, path=None):
         backbone_overrides=dict(raw.get("backbone_overrides") or {}),
         method_overrides=dict(raw.get("method_overrides") or {}),
         method_dir=_resolve(raw["method_dir"], base) if raw.get("method_dir") else METHOD_DIR,
+        collab_method=str(raw.get("collab_method") or "RandInit"),
+        collab_backbone=str(raw.get("collab_backbone") or "SASRec"),
         protocol=str(raw.get("protocol") or "").strip(),
         conditioning={"sample_size": 256, "seed": 0, **(raw.get("conditioning") or {})},
         longtail={"buckets": 5, "k": 10, **(raw.get("longtail") or {})},
@@ -265,7 +301,22 @@ def spec_from_dict(raw, path=None):
     )
     for method in spec.methods:
         spec.method_file(method)
+    _check_collab_sources(spec, path)
     return spec
+
+
+def _check_collab_sources(spec, path):
+    """Every cell that requires a collaborative table finds its source cell on the board."""
+    cells = set(spec.cells())
+    for cell in cells:
+        source = spec.collab_source(cell)
+        if source is not None and source not in cells:
+            raise SpecError(
+                f"leaderboard {path}: method {cell.method!r} aligns with the item table of the "
+                f"{spec.collab_method} {spec.collab_backbone} cell of the same dataset and seed, which is not on the "
+                f"board: add {spec.collab_method} to `methods` and {spec.collab_backbone} to `backbones` (or set "
+                "`collab_method` / `collab_backbone`, or give the method an `llmemb_collab` file)"
+            )
 
 
 def parse_only(items):

@@ -36,6 +36,7 @@ class ItemEmbeddings:
     texts: list = None  # texts[i] embedded for row i (None for padding/missing); encoder only
     encode_info: EncodeInfo = None  # cache file, hit/miss, items encoded, seconds; encoder only
     seconds: float = 0.0  # wall time of the whole hook
+    extra_info: dict = field(default_factory=dict)  # what a method's encoder adds (LLMEmb: scft_steps, ...)
 
     @property
     def info(self):
@@ -52,6 +53,7 @@ class ItemEmbeddings:
             "load_seconds": round(enc.load_seconds, 3) if enc else 0.0,
             "encode_seconds": round(enc.encode_seconds, 3) if enc else 0.0,
             "seconds": round(self.seconds, 3),
+            **self.extra_info,
         }
 
 
@@ -202,9 +204,31 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
         )
         return result
 
-    item_file = os.path.join(str(config_value(config, "data_path")), f"{config_value(config, 'dataset')}.item")
+    item_file = item_file_of(config)
     template = config_value(config, "text_template")
     texts_by_token, fields = item_texts_from_file(item_file, iid_field, _text_fields(config), template, **opts)
+
+    def encoder_for(rows):  # built only once the texts are known to be usable
+        return encoder if encoder is not None else build_text_encoder(config)
+
+    return embed_item_texts(config, tokens, texts_by_token, fields, encoder_for, template=template, started=t0)
+
+
+def item_file_of(config):
+    return os.path.join(str(config_value(config, "data_path")), f"{config_value(config, 'dataset')}.item")
+
+
+def embed_item_texts(config, tokens, texts_by_token, fields, encoder_for, template=None, started=None):
+    """`ItemEmbeddings` of one text per item, aligned to `tokens` (internal id order): the
+    missing-text policy, then the content-hashed cache (encoding only on a miss).
+
+    `encoder_for(rows)` builds the encoder from the internal ids that have text, in encoding
+    order, so an encoder that trains on the catalogue (LLMEmb's SCFT) sees exactly the items
+    it will encode."""
+    t0 = time.perf_counter() if started is None else started
+    policy = _missing_policy(config)
+    n = len(tokens)
+    item_file = item_file_of(config)
     row_texts = [None] + [texts_by_token.get(t) for t in tokens[1:]]
     missing = [i for i in range(1, n) if row_texts[i] is None]
     what = f"no text in {item_file} (fields {', '.join(fields)})"
@@ -213,8 +237,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
         _apply_missing_policy(None, missing, tokens, policy, what)
 
     present = sorted((i for i in range(1, n) if row_texts[i] is not None), key=lambda i: tokens[i])
-    if encoder is None:
-        encoder = build_text_encoder(config)
+    encoder = encoder_for(present)
     if present:
         cache_dir = resolve_cache_dir(config)
         vectors, info = encode_with_cache(

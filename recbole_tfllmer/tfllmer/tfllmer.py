@@ -14,17 +14,13 @@ Training, evaluation and checkpoints are the backbone's and RecBole's own.
 
 import time
 from dataclasses import dataclass, field
-from logging import getLogger
 
 import numpy as np
 import torch
-from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import get_model as recbole_get_model
 from recbole.utils import set_color
 
-from recbole_tfllmer.backbones import backbone_spec, validate_backbone_options
+from recbole_tfllmer.backbone_wrapper import BackboneWrapper
 from recbole_tfllmer.errors import ConfigError, GraphError
-from recbole_tfllmer.item_tables import normalize_item_table, normalize_rows_once
 from recbole_tfllmer.options import plugin_options
 from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency
 from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
@@ -86,40 +82,16 @@ class InitReport:
         return {k: v for k, v in flat.items() if v is not None}
 
 
-class TFLLMER(SequentialRecommender):
+class TFLLMER(BackboneWrapper):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        if getattr(config, "plugin_options", None) is None:  # a Config not built by build_config
-            validate_backbone_options(config)
-        self.options = plugin_options(config)
-        self.spec = backbone_spec(config["backbone"])
-        self.backbone_name = self.spec.name
-        self.backbone = recbole_get_model(self.spec.name)(config, dataset)
-        self.logger = getLogger()
         self.init_report = InitReport(self.backbone_name)
-
-        # The scoring table, then any further item tables of the spec (HGN's input table):
-        # each gets the same Rec-PCA vectors and its own normalisation.
-        tables = [getattr(self.backbone, name) for name in self.spec.item_tables]
-        expected_shape = (self.n_items + self.spec.extra_rows, tables[0].embedding_dim)
-        for name, table in zip(self.spec.item_tables, tables):
-            if tuple(table.weight.shape) != expected_shape:
-                raise AssertionError(
-                    f"{self.backbone_name}.{name} has shape {tuple(table.weight.shape)}, expected "
-                    f"{expected_shape}; the backbone table in backbones.py is out of date"
-                )
+        tables = self.checked_item_tables()  # each gets the same Rec-PCA vectors and its own normalisation
         if self.options.init.uses_llm_vectors:
             self._initialise_from_llm(config, dataset, tables)
-        self.item_norm_scale = self.options.norm.scale_for(tables[0].embedding_dim)
+        self.item_norm_scale = self.install_normalisation(tables)
         if self.options.norm.mode != "none":
             self.init_report.item_norm_scale = self.item_norm_scale
-        self._warn_if_degenerate_norm(self.options.norm.mode, self.item_norm_scale)
-        for table in tables:
-            self._install_normalisation(self.options.norm, self.item_norm_scale, table)
-
-    @property
-    def item_table(self):
-        return getattr(self.backbone, self.spec.item_table)
 
     def _initialise_from_llm(self, config, dataset, tables):
         embeddings = dataset.item_text_embeddings
@@ -204,32 +176,3 @@ class TFLLMER(SequentialRecommender):
                 "after centring the initial item table is all zeros. Check `text_fields` / `text_template` "
                 "(do the items' texts differ?)"
             )
-
-    def _warn_if_degenerate_norm(self, mode, scale):
-        """Scores scale with r under normalisation: far from the useful range the softmax saturates or flattens."""
-        if mode != "none" and not 0.01 <= scale <= 100:
-            self.logger.warning(
-                f"`item_norm_scale: {scale:g}`: every item vector has norm {scale:g}, so scores scale "
-                f"by about {scale:g}x the sequence norm and the softmax "
-                f"{'saturates' if scale > 100 else 'is nearly uniform'}. Values of 1 to 10 are the useful range."
-            )
-
-    @staticmethod
-    def _install_normalisation(norm, scale, table):
-        if norm.mode == "always":
-            normalize_item_table(table, scale, norm.learnable, padding_idx=0)
-        elif norm.mode == "init":
-            normalize_rows_once(table, scale, padding_idx=0)
-
-    # RecBole's model interface, delegated to the backbone.
-    def forward(self, *args, **kwargs):
-        return self.backbone(*args, **kwargs)
-
-    def calculate_loss(self, interaction):
-        return self.backbone.calculate_loss(interaction)
-
-    def predict(self, interaction):
-        return self.backbone.predict(interaction)
-
-    def full_sort_predict(self, interaction):
-        return self.backbone.full_sort_predict(interaction)
