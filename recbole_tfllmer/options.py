@@ -350,7 +350,7 @@ OPTIONS = (
     Option(
         "scft_epochs",
         None,
-        "passes over the catalogue instead of scft_max_steps (~ = use scft_max_steps); CPU boards use 1",
+        "passes over the catalogue instead of scft_max_steps (~ = use scft_max_steps); the CPU boards use 5-10",
         "scft",
         "number",
         positive=True,

@@ -6,12 +6,14 @@ vectors of the attribute prompts) keeps each model build to the cached MiniLM en
 in the end-to-end runs that fine-tune for a step or two.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from recbole_tfllmer.collab_tables import export_item_table, load_item_table_for
+from recbole_tfllmer.collab_tables import load_item_table_for
 from recbole_tfllmer.errors import ConfigError
 from recbole_tfllmer.llmemb.losses import soft_clip_contrastive
 from recbole_tfllmer.quick_start import build_config, load_data_and_model, prepare, run_tfllmer
@@ -33,16 +35,22 @@ def rat_config(data_path, name, tmp_path, **overrides):
 
 
 @pytest.fixture(scope="module")
-def collab_file(ml_slice, tmp_path_factory):
-    """The exported item table of a one-epoch RandInit SASRec on the slice (hidden 32)."""
+def collab_run(ml_slice, tmp_path_factory):
+    """A one-epoch RandInit SASRec on the slice (hidden 32): its checkpoint, and its item table
+    exported by the command users run (`recbole-tfllmer export-item-table`)."""
+    from recbole_tfllmer.cli import main
+
     data_path, name = ml_slice
     tmp = tmp_path_factory.mktemp("collab")
-    config = build_config(
-        "TFLLMER", name, config_dict=slice_config(data_path, name, tmp, item_init="random", item_norm="none")
-    )
-    run = prepare(config)
-    run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=False)
-    return export_item_table(run.model, run.dataset, tmp / "randinit_sasrec.npy"), run
+    config = slice_config(data_path, name, tmp, item_init="random", item_norm="none")
+    cwd = os.getcwd()
+    os.chdir(tmp)  # RecBole writes ./log
+    try:
+        result = run_tfllmer("TFLLMER", name, config_dict=config)
+        assert main(["export-item-table", result["model_file"], str(tmp / "randinit_sasrec.npy")]) == 0
+    finally:
+        os.chdir(cwd)
+    return str(tmp / "randinit_sasrec.npy"), result["model_file"]
 
 
 def build(ml_slice, tmp_path, **overrides):
@@ -51,22 +59,22 @@ def build(ml_slice, tmp_path, **overrides):
     return prepare(config)
 
 
-def test_exported_table_is_keyed_by_token_and_loads_back_aligned(collab_file, ml_slice):
-    path, source = collab_file
-    tokens = (path[: -len(".npy")] + ".tokens.txt").__str__()
-    with open(tokens, encoding="utf-8") as f:
-        assert [line.strip() for line in f] == [
-            str(t) for t in source.dataset.id2token("item_id", range(1, source.dataset.item_num))
-        ]
-    table = load_item_table_for(path, source.dataset)
+def test_exported_table_is_keyed_by_token_and_loads_back_aligned(collab_run):
+    path, model_file = collab_run
+    _, model, dataset, *_ = load_data_and_model(model_file)
+    with open(path[: -len(".npy")] + ".tokens.txt", encoding="utf-8") as f:
+        assert [line.strip() for line in f] == [str(t) for t in dataset.id2token("item_id", range(1, dataset.item_num))]
+    table = load_item_table_for(path, dataset)
     assert np.all(table[0] == 0)
-    np.testing.assert_array_equal(table[1:], source.model.item_table.weight[1:].detach().numpy())
+    np.testing.assert_array_equal(table[1:], model.item_table.weight[1:].detach().numpy())
+    # the checkpoint itself is an equivalent `llmemb_collab`
+    np.testing.assert_array_equal(load_item_table_for(model_file, dataset), table)
 
 
-def test_item_table_is_the_adapter_of_the_frozen_pca_table(ml_slice, tmp_path, collab_file):
+def test_item_table_is_the_adapter_of_the_frozen_pca_table(ml_slice, tmp_path, collab_run):
     from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection
 
-    run = build(ml_slice, tmp_path, llmemb_collab=collab_file[0])
+    run = build(ml_slice, tmp_path, llmemb_collab=collab_run[0])
     model, dataset = run.model, run.dataset
     adapter = model.adapter
     vectors = dataset.item_text_embeddings[1:]
@@ -82,8 +90,8 @@ def test_item_table_is_the_adapter_of_the_frozen_pca_table(ml_slice, tmp_path, c
     assert model.init_report.pca_dim == 32 and model.init_report.adapter_hidden == 16
 
 
-def test_gradients_reach_the_adapter_and_not_the_frozen_table(ml_slice, tmp_path, collab_file):
-    run = build(ml_slice, tmp_path, llmemb_collab=collab_file[0])
+def test_gradients_reach_the_adapter_and_not_the_frozen_table(ml_slice, tmp_path, collab_run):
+    run = build(ml_slice, tmp_path, llmemb_collab=collab_run[0])
     model = run.model
     batch = next(iter(run.train_data))
     model.calculate_loss(batch).backward()
@@ -94,8 +102,8 @@ def test_gradients_reach_the_adapter_and_not_the_frozen_table(ml_slice, tmp_path
     assert not any("original" in n for n in trainable)
 
 
-def test_loss_is_the_backbone_loss_plus_alpha_times_the_alignment(ml_slice, tmp_path, collab_file):
-    run = build(ml_slice, tmp_path, llmemb_collab=collab_file[0], llmemb_align_alpha=0.3, llmemb_align_tau=1.5)
+def test_loss_is_the_backbone_loss_plus_alpha_times_the_alignment(ml_slice, tmp_path, collab_run):
+    run = build(ml_slice, tmp_path, llmemb_collab=collab_run[0], llmemb_align_alpha=0.3, llmemb_align_tau=1.5)
     model = run.model
     model.eval()  # no dropout: both computations see the same network
     batch = next(iter(run.train_data))
@@ -103,16 +111,16 @@ def test_loss_is_the_backbone_loss_plus_alpha_times_the_alignment(ml_slice, tmp_
         total = model.calculate_loss(batch)
         rec = model.backbone.calculate_loss(batch)
         ids = batch["item_id"]
-        collab = torch.from_numpy(load_item_table_for(collab_file[0], run.dataset))[ids]
+        collab = torch.from_numpy(load_item_table_for(collab_run[0], run.dataset))[ids]
         align = soft_clip_contrastive(collab, model.adapter.item_rows(ids), 1.5)
     assert float(align) > 0
     torch.testing.assert_close(total, rec + 0.3 * align)
 
 
-def test_full_sort_scores_are_sequence_vectors_times_the_adapted_table(ml_slice, tmp_path, collab_file):
+def test_full_sort_scores_are_sequence_vectors_times_the_adapted_table(ml_slice, tmp_path, collab_run):
     from recbole_tfllmer.diagnostics.model_views import sequence_representation
 
-    run = build(ml_slice, tmp_path, llmemb_collab=collab_file[0])
+    run = build(ml_slice, tmp_path, llmemb_collab=collab_run[0])
     model = run.model.eval()
     batch = next(iter(run.test_data))[0]
     with torch.no_grad():
@@ -165,11 +173,11 @@ def test_bad_options_fail_before_any_data_is_read(overrides, message, ml_slice, 
     assert message in str(err.value)
 
 
-def test_collaborative_table_of_another_width_or_other_items_is_refused(ml_slice, tmp_path, collab_file):
+def test_collaborative_table_of_another_width_or_other_items_is_refused(ml_slice, tmp_path, collab_run):
     with pytest.raises(ConfigError, match="has 32 columns but the backbone's item vectors have 16"):
-        build(ml_slice, tmp_path, llmemb_collab=collab_file[0], hidden_size=16, llmemb_pca_dim=16)
-    matrix = np.load(collab_file[0])
-    tokens = open(collab_file[0][: -len(".npy")] + ".tokens.txt", encoding="utf-8").read().split()
+        build(ml_slice, tmp_path, llmemb_collab=collab_run[0], hidden_size=16, llmemb_pca_dim=16)
+    matrix = np.load(collab_run[0])
+    tokens = open(collab_run[0][: -len(".npy")] + ".tokens.txt", encoding="utf-8").read().split()
     partial = tmp_path / "partial.npy"
     np.save(partial, matrix[:10])
     (tmp_path / "partial.tokens.txt").write_text("\n".join(tokens[:10]) + "\n", encoding="utf-8")
@@ -178,7 +186,7 @@ def test_collaborative_table_of_another_width_or_other_items_is_refused(ml_slice
 
 
 def test_run_trains_with_scft_then_reloads_with_identical_scores_and_the_second_run_fine_tunes_nothing(
-    ml_slice, in_tmp, collab_file, caplog
+    ml_slice, in_tmp, collab_run, caplog
 ):
     """`-m LLMEmb` end to end: SCFT (2 steps), RAT (1 epoch), RecBole's test; then the same
     config again is a cache hit (no fine-tuning, nothing encoded)."""
@@ -188,7 +196,7 @@ def test_run_trains_with_scft_then_reloads_with_identical_scores_and_the_second_
         name,
         in_tmp,
         llmemb_scft=True,
-        llmemb_collab=collab_file[0],
+        llmemb_collab=collab_run[0],
         embedding_cache_dir=str(in_tmp / "c"),
         **TINY_SCFT,
     )
