@@ -444,6 +444,22 @@ def malformed_config_file(work):
     work.argv.append(f"--config_files={bad}")
 
 
+def llmemb_collab(width=None, items=None):
+    """`-m LLMEmb` aligned with a collaborative table: none (width None), or one of `width`
+    columns for the first `items` item tokens of the .inter file (all when None)."""
+
+    def setup(work):
+        work.argv += ["-m", "LLMEmb", "--llmemb_scft=false"]
+        if width is not None:
+            tokens = sorted(set(inter_tokens(work)))
+            path = work.root / "collab.npy"
+            write_precomputed(path, tokens[:items] if items else tokens, dim=width)
+            work.argv.append(f"--llmemb_collab={path}")
+
+    setup.__name__ = f"llmemb_collab_{width}_{items}"
+    return setup
+
+
 def options(**values):
     def setup(work):
         work.config.update(values)
@@ -779,6 +795,30 @@ CASES = [
         "(512) exceeds the LLM embedding dimension (384) … Use a text encoder with at least 512 dimensions",
         hidden_size_above_minilm,
         ("hidden_size",),
+    ),
+    Case(
+        "llmemb-no-collab",
+        "`-m LLMEmb` without `llmemb_collab` (alignment on, the default)",
+        errors.ConfigError,
+        "`llmemb_collab` is not set: give the table of an ID-only backbone trained on the same data",
+        llmemb_collab(),
+        ("llmemb_align_alpha: 0",),
+    ),
+    Case(
+        "llmemb-collab-width",
+        "`-m LLMEmb --llmemb_collab=<a 16-column table>` with a 32-wide backbone",
+        errors.ConfigError,
+        "has 16 columns but the backbone's item vectors have 32",
+        llmemb_collab(width=16),
+        ("llmemb_collab",),
+    ),
+    Case(
+        "llmemb-collab-other-data",
+        "`-m LLMEmb --llmemb_collab=<a table of 10 of the items>`",
+        errors.ConfigError,
+        "has no row for",
+        llmemb_collab(width=32, items=10),
+        ("trained on other data", "llmemb_collab"),
     ),
     Case(
         "alpha-negative",

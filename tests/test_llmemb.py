@@ -263,3 +263,14 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     board_file.write_text(yaml.safe_dump(board), encoding="utf-8")
     with pytest.raises(SpecError, match="add RandInit to `methods`"):
         load_spec(board_file)
+
+
+def test_scft_without_peft_names_the_package_before_any_data_is_read(ml_slice, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
+    data_path, name = ml_slice
+    config = rat_config(data_path, name, tmp_path, llmemb_scft=True, llmemb_align_alpha=0.0)
+    with pytest.raises(ConfigError, match=r"needs the peft library: pip install 'peft>=0.21,<0.22'"):
+        build_config("LLMEmb", name, config_dict=config)
+    build_config("LLMEmb", name, config_dict={**config, "llmemb_scft": False})  # w/o SCFT needs no peft
