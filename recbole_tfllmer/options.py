@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from recbole_tfllmer.errors import ConfigError
 
-PLUGIN_METHODS = ("TFLLMER", "LLMEmb")
+PLUGIN_METHODS = ("TFLLMER", "LLMEmb", "ALLMRec")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ GROUPS = {
     "prompt": "LLMEmb: attribute prompts",
     "scft": "LLMEmb stage 1: supervised contrastive fine-tuning (SCFT) of the text encoder, LoRA",
     "rat": "LLMEmb stage 2: recommendation adaptation training (RAT)",
+    "allmrec": "A-LLMRec: frozen collaborative model, stage 1 (alignment), stage 2 (a frozen LLM), candidates",
 }
 # Groups that one model reads (the others are read by every plugin model).
 GROUP_METHODS = {
@@ -61,6 +62,8 @@ GROUP_METHODS = {
     "prompt": ("LLMEmb",),
     "scft": ("LLMEmb",),
     "rat": ("LLMEmb",),
+    "allmrec": ("ALLMRec",),
+    "norm": ("TFLLMER", "LLMEmb"),
 }
 
 ITEM_INIT_CHOICES = ("random", "pca", "rec_pca")
@@ -89,7 +92,7 @@ OPTIONS = (
         "text",
         "str",
         nullable=True,
-        methods=("TFLLMER",),  # LLMEmb builds attribute prompts (llmemb_* options)
+        methods=("TFLLMER", "ALLMRec"),  # LLMEmb builds attribute prompts (llmemb_* options)
     ),
     Option("missing_text_policy", "error", "items whose text is empty", "text", "choice", MISSING_TEXT_POLICIES),
     Option(
@@ -262,6 +265,15 @@ OPTIONS = (
         "run",
         "str",
         nullable=True,
+        methods=("TFLLMER", "LLMEmb"),  # A-LLMRec trains in fixed stages
+    ),
+    Option(
+        "candidate_seed",
+        0,
+        "candidate evaluation (eval_args.mode uniN): numpy seed of the sampled candidates, the same for every "
+        "method (test uses seed + 1); the training RNG state is restored after each evaluation",
+        "run",
+        "int",
     ),
     # -- LLMEmb: attribute prompts (seed-methods A.1) ---------------------------------------------
     Option(
@@ -406,6 +418,90 @@ OPTIONS = (
         "str",
         nullable=True,
     ),
+    # -- A-LLMRec (seed-methods Part B) ----------------------------------------------------------
+    Option(
+        "allmrec_cf_checkpoint",
+        None,
+        "the frozen collaborative model: a checkpoint (.pth) of an ID-only backbone (RandInit, or a RecBole model) "
+        "trained on the same dataset; required (boards fill it)",
+        "allmrec",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "allmrec_cf_mode",
+        "eval",
+        "eval = deterministic frozen model; train = dropout on (their code)",
+        "allmrec",
+        "choice",
+        ("eval", "train"),
+    ),
+    Option("allmrec_title_field", "title", ".item field with the titles the prompts show", "allmrec", "str"),
+    Option(
+        "allmrec_finetune_text_encoder",
+        False,
+        "fine-tune the text encoder in stage 1 (their code); false = the cached, frozen text vectors (CPU)",
+        "allmrec",
+        "bool",
+    ),
+    Option("allmrec_latent_dim", 128, "width of the joint collaborative-text latent", "allmrec", "int", minimum=1),
+    Option(
+        "allmrec_recon_item_weight",
+        0.5,
+        "stage 1: weight of the item reconstruction loss",
+        "allmrec",
+        "number",
+        minimum=0.0,
+    ),
+    Option(
+        "allmrec_recon_text_weight",
+        0.2,
+        "stage 1: weight of the text reconstruction loss",
+        "allmrec",
+        "number",
+        minimum=0.0,
+    ),
+    Option("allmrec_stage1_epochs", 10, "stage 1 passes over the users", "allmrec", "int", minimum=0),
+    Option("allmrec_stage1_batch_size", 32, "stage 1 users per step", "allmrec", "int", minimum=1),
+    Option(
+        "allmrec_stage1_lr", 1.0e-4, "stage 1 Adam learning rate (betas 0.9, 0.98)", "allmrec", "number", positive=True
+    ),
+    Option(
+        "allmrec_llm",
+        None,
+        "a local causal LM (OPT, LLaMA, Qwen, ...) for stage 2; ~ = stage 1 only",
+        "allmrec",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "allmrec_llm_dtype", "bfloat16", "the LM's dtype on CUDA (float32 on CPU)", "allmrec", "choice", TEXT_DTYPES
+    ),
+    Option("allmrec_llm_8bit", False, "load the LM in 8-bit (bitsandbytes, CUDA only; their code)", "allmrec", "bool"),
+    Option("allmrec_stage2_epochs", 5, "stage 2 passes over the users", "allmrec", "int", minimum=0),
+    Option("allmrec_stage2_batch_size", 4, "stage 2 users per step (the paper's 4)", "allmrec", "int", minimum=1),
+    Option(
+        "allmrec_stage2_lr", 1.0e-4, "stage 2 Adam learning rate (betas 0.9, 0.98)", "allmrec", "number", positive=True
+    ),
+    Option("allmrec_history_len", 10, "history items shown in the prompt", "allmrec", "int", minimum=1),
+    Option(
+        "allmrec_domain",
+        "item",
+        "the prompt's phrases: item (bought/buy), movie (watched), game (played)",
+        "allmrec",
+        "choice",
+        ("item", "movie", "game"),
+    ),
+    Option(
+        "allmrec_eval",
+        "both",
+        "likelihood = rank candidates by the LM likelihood of their titles; both = also hit@1_gen (greedy generation)",
+        "allmrec",
+        "choice",
+        ("likelihood", "both"),
+    ),
+    Option("allmrec_repetition_penalty", 1.5, "generation's repetition penalty", "allmrec", "number", positive=True),
+    Option("allmrec_max_new_tokens", 64, "generation's length limit", "allmrec", "int", minimum=1),
 )
 
 OPTIONS = tuple(replace(o, methods=GROUP_METHODS[o.group]) if o.group in GROUP_METHODS else o for o in OPTIONS)
@@ -564,12 +660,41 @@ class LLMEmbOptions:
 
 
 @dataclass(frozen=True)
+class ALLMRecOptions:
+    """A-LLMRec's frozen collaborative model, its two stages and its candidate scoring (allmrec/)."""
+
+    cf_checkpoint: str
+    cf_mode: str
+    title_field: str
+    finetune_text_encoder: bool
+    latent_dim: int
+    recon_item_weight: float
+    recon_text_weight: float
+    stage1_epochs: int
+    stage1_batch_size: int
+    stage1_lr: float
+    llm: str  # None = stage 1 only (candidates scored by stage 1's recommendation head)
+    llm_dtype: str
+    llm_8bit: bool
+    stage2_epochs: int
+    stage2_batch_size: int
+    stage2_lr: float
+    history_len: int
+    domain: str
+    eval: str
+    repetition_penalty: float
+    max_new_tokens: int
+    num_candidates: int  # 1 + N of `eval_args.mode: uniN`
+
+
+@dataclass(frozen=True)
 class PluginOptions:
     text: TextOptions
     init: InitOptions = None  # TFLLMER only
     graph: GraphOptions = None  # TFLLMER only
     norm: NormOptions = None
     llmemb: LLMEmbOptions = None  # LLMEmb only
+    allmrec: ALLMRecOptions = None  # ALLMRec only
     source: tuple = ()  # the raw (name, value) pairs these records were checked from
 
 
@@ -579,6 +704,8 @@ def _cross_checks(v, model):
         _tfllmer_checks(v)
     if model == "LLMEmb":
         _llmemb_checks(v)
+    if model == "ALLMRec":
+        return
     if v["item_norm_learnable"] and v["item_norm"] != "always":
         raise ConfigError(
             "conflicting options: `item_norm_learnable: true` learns the norm of the item vectors, "
@@ -692,6 +819,59 @@ def check_no_misspelt_options(user_options, known_options):
             raise ConfigError(f"unknown option `{key}`: did you mean `{near[0]}`? (RecBole would ignore it silently)")
 
 
+def _candidate_count(config):
+    """1 + N for RecBole's `eval_args.mode: uniN` (valid and test alike), else a ConfigError:
+    A-LLMRec ranks a candidate list in its prompt, it has no score for every item."""
+    mode = (_lookup(config, "eval_args") or {}).get("mode")
+    modes = set(mode.values()) if isinstance(mode, dict) else {mode}
+    counts = {int(m[3:]) for m in modes if isinstance(m, str) and m.startswith("uni") and m[3:].isdigit()}
+    if len(counts) != 1 or len(modes) != 1:
+        raise ConfigError(
+            f"A-LLMRec ranks the candidate list of its prompt, not all items: set `eval_args.mode: uni19` (the target "
+            f"+ 19 sampled items, for valid and test alike; candidate board), got {mode!r}"
+        )
+    return counts.pop() + 1
+
+
+def _allmrec_options(config, v):
+    for key, what in (("allmrec_cf_checkpoint", "checkpoint"), ("allmrec_llm", "model directory")):
+        path = v[key]
+        if key == "allmrec_cf_checkpoint" and path is None:
+            raise ConfigError(
+                "A-LLMRec needs its frozen collaborative model: set `allmrec_cf_checkpoint` to the .pth of an ID-only "
+                "backbone trained on the same dataset (e.g. the RandInit SASRec of a board, or `-m TFLLMER "
+                "--item_init=random --item_norm=none --backbone=SASRec`)"
+            )
+        if path is not None and not os.path.exists(os.path.expanduser(path)):
+            raise ConfigError(f"option `{key}`: {what} '{path}' does not exist (a local path; nothing is downloaded)")
+    if v["allmrec_llm_8bit"] and v["allmrec_llm"] is None:
+        raise ConfigError("`allmrec_llm_8bit: true` needs an LM: set `allmrec_llm` to a local model directory")
+    return ALLMRecOptions(
+        cf_checkpoint=os.path.expanduser(v["allmrec_cf_checkpoint"]),
+        cf_mode=v["allmrec_cf_mode"],
+        title_field=v["allmrec_title_field"],
+        finetune_text_encoder=v["allmrec_finetune_text_encoder"],
+        latent_dim=v["allmrec_latent_dim"],
+        recon_item_weight=float(v["allmrec_recon_item_weight"]),
+        recon_text_weight=float(v["allmrec_recon_text_weight"]),
+        stage1_epochs=v["allmrec_stage1_epochs"],
+        stage1_batch_size=v["allmrec_stage1_batch_size"],
+        stage1_lr=float(v["allmrec_stage1_lr"]),
+        llm=None if v["allmrec_llm"] is None else os.path.expanduser(v["allmrec_llm"]),
+        llm_dtype=v["allmrec_llm_dtype"],
+        llm_8bit=v["allmrec_llm_8bit"],
+        stage2_epochs=v["allmrec_stage2_epochs"],
+        stage2_batch_size=v["allmrec_stage2_batch_size"],
+        stage2_lr=float(v["allmrec_stage2_lr"]),
+        history_len=v["allmrec_history_len"],
+        domain=v["allmrec_domain"],
+        eval=v["allmrec_eval"],
+        repetition_penalty=float(v["allmrec_repetition_penalty"]),
+        max_new_tokens=v["allmrec_max_new_tokens"],
+        num_candidates=_candidate_count(config),
+    )
+
+
 def _model_of(config):
     """The plugin model a config is for (TFLLMER for a plain mapping without `model`)."""
     model = _lookup(config, "model")
@@ -704,7 +884,7 @@ def validate_options(config):
     v = option_values(config, model)
     _cross_checks(v, model)
     _encoder_checks(config, v)
-    if v["resume_from"] is not None and not os.path.isfile(v["resume_from"]):
+    if v.get("resume_from") is not None and not os.path.isfile(v["resume_from"]):
         raise ConfigError(
             f"option `resume_from`: checkpoint '{v['resume_from']}' does not exist; give the .pth file an "
             "interrupted run wrote under its `checkpoint_dir`"
@@ -720,8 +900,11 @@ def validate_options(config):
             mode=v["item_norm"],
             scale=None if v["item_norm_scale"] is None else float(v["item_norm_scale"]),
             learnable=v["item_norm_learnable"],
-        ),
+        )
+        if model != "ALLMRec"
+        else None,
         llmemb=_llmemb_options(v) if model == "LLMEmb" else None,
+        allmrec=_allmrec_options(config, v) if model == "ALLMRec" else None,
     )
 
 

@@ -8,9 +8,11 @@ exactly where the run that wrote the checkpoint was: same dropout masks, same sh
 same returned `best_valid_result`.
 """
 
+import hashlib
 import os
 import time
 
+import numpy as np
 import torch
 from recbole.utils import set_color
 
@@ -203,12 +205,80 @@ class WeightsOnlyCheckpointMixin:
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 
+class CandidateProtocolMixin:
+    """Candidate evaluation (`eval_args.mode: uniN`, e.g. uni19: the target + 19 sampled items)
+    on the same candidates for every method and every evaluation.
+
+    RecBole draws the negatives from numpy's global RNG while the evaluation batches are
+    collated, so they depend on everything trained before. Each evaluation here seeds numpy
+    with `candidate_seed` (+ 1 for test, so valid and test differ), and restores the previous
+    state afterwards, so training randomness is untouched. A sha256 of every (user, candidate)
+    row scored is kept per phase in `candidate_hashes`, and each user's 1-based rank of the
+    target among its candidates (RecBole's topk order) in `candidate_ranks`, for the cell
+    records and the paired intervals."""
+
+    candidate_hashes = None
+    candidate_ranks = None
+
+    def evaluate(self, eval_data, *args, **kwargs):
+        phase = _candidate_phase(eval_data)
+        if phase is None:
+            return super().evaluate(eval_data, *args, **kwargs)
+        seed = int(self.config["candidate_seed"] if "candidate_seed" in self.config else 0)
+        state = np.random.get_state()
+        np.random.seed(seed + (1 if phase == "test" else 0))
+        self._candidate_digest, self._ranks = hashlib.sha256(), []
+        try:
+            return super().evaluate(eval_data, *args, **kwargs)
+        finally:
+            np.random.set_state(state)
+            self.candidate_hashes = {**(self.candidate_hashes or {}), phase: self._candidate_digest.hexdigest()[:16]}
+            if self._ranks:
+                users, targets, ranks = (np.concatenate(x) for x in zip(*self._ranks))
+                self.candidate_ranks = {**(self.candidate_ranks or {}), phase: (users, targets, ranks)}
+            self._candidate_digest = self._ranks = None
+
+    _candidate_digest = None
+    _ranks = None
+
+    def _neg_sample_batch_eval(self, batched_data):
+        out = super()._neg_sample_batch_eval(batched_data)
+        if self._candidate_digest is not None:
+            interaction = batched_data[0]
+            user_field, item_field = self.config["USER_ID_FIELD"], self.config["ITEM_ID_FIELD"]
+            for field in (user_field, item_field):
+                self._candidate_digest.update(interaction[field].cpu().numpy().astype(np.int64).tobytes())
+            if out[1].dim() == 2:  # ranking evaluation: (users, items) scores, -inf off the candidates
+                self._ranks.append(_target_ranks(out[1], out[2], out[3], interaction, batched_data[1], user_field))
+        return out
+
+
+def _target_ranks(scores, positive_u, positive_i, interaction, row_idx, user_field):
+    """(users, targets, 1-based ranks) of the batch's targets among their candidates, in the
+    order of torch.topk, as RecBole's Collector ranks them."""
+    n_candidates = int(torch.isfinite(scores[0]).sum())
+    _, top = torch.topk(scores, n_candidates, dim=-1)
+    ranks = (top[positive_u] == positive_i.to(top.device).unsqueeze(1)).float().argmax(dim=1) + 1
+    user_of_row = torch.zeros(scores.shape[0], dtype=torch.long)
+    user_of_row[row_idx.cpu()] = interaction[user_field].cpu()  # every row of a batch user holds its id
+    return user_of_row[positive_u.cpu()].numpy(), positive_i.cpu().numpy(), ranks.cpu().numpy()
+
+
+def _candidate_phase(eval_data):
+    """'valid' / 'test' for a candidate (negative-sampling) evaluation loader, else None."""
+    args = getattr(eval_data, "neg_sample_args", None) or {}
+    if args.get("distribution", "none") == "none" or args.get("sample_num", "none") == "none":
+        return None
+    sampler = getattr(eval_data, "_sampler", None)
+    return getattr(sampler, "phase", None) or "test"
+
+
 _TRAINER_CACHE = {}
 
 
 def weights_only_trainer(base):
     """`base` (a RecBole trainer class) with weights-only checkpoints, e.g. SafeTrainer."""
     if base not in _TRAINER_CACHE:
-        mixins = (EpochTimingMixin, LossMeaningMixin, WeightsOnlyCheckpointMixin)
+        mixins = (EpochTimingMixin, LossMeaningMixin, CandidateProtocolMixin, WeightsOnlyCheckpointMixin)
         _TRAINER_CACHE[base] = type(f"WeightsOnly{base.__name__}", (*mixins, base), {})
     return _TRAINER_CACHE[base]

@@ -8,7 +8,13 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 # Models this plugin adds, by RecBole-style name -> module that defines the class.
-PLUGIN_MODELS = {"TFLLMER": "recbole_tfllmer.tfllmer.tfllmer", "LLMEmb": "recbole_tfllmer.llmemb.llmemb"}
+PLUGIN_MODELS = {
+    "TFLLMER": "recbole_tfllmer.tfllmer.tfllmer",
+    "LLMEmb": "recbole_tfllmer.llmemb.llmemb",
+    "ALLMRec": "recbole_tfllmer.allmrec.allmrec",
+}
+# Plugin models that train their own way (the others train as their backbone does).
+PLUGIN_TRAINERS = {"ALLMRec": ("recbole_tfllmer.allmrec.trainer", "ALLMRecTrainer")}
 
 
 RECBOLE_MODEL_PACKAGES = ("general", "context_aware", "sequential", "knowledge_aware", "exlib")
@@ -43,7 +49,7 @@ def get_model(model_name):
         hint = f"; did you mean {', '.join(known[n] for n in near)}?" if near else ""
         raise ConfigError(
             f"unknown model {model_name!r} (-m/--model or `model`){hint} "
-            "Use TFLLMER, LLMEmb or a RecBole model name, e.g. SASRec"
+            "Use TFLLMER, LLMEmb, ALLMRec or a RecBole model name, e.g. SASRec"
         )
     return recbole_get_model(model_name)
 
@@ -57,5 +63,9 @@ def get_trainer(model_type, model_name, backbone=None):
     that reload under torch.load(weights_only=True)."""
     from recbole_tfllmer.trainer import weights_only_trainer
 
-    base = recbole_get_trainer(model_type, backbone or model_name)
+    if model_name in PLUGIN_TRAINERS:
+        module, name = PLUGIN_TRAINERS[model_name]
+        base = getattr(importlib.import_module(module), name)
+    else:
+        base = recbole_get_trainer(model_type, backbone or model_name)
     return weights_only_trainer(base)

@@ -22,6 +22,8 @@ SPLIT_NAMES = ("train", "valid", "test")
 
 
 def needs_text_embeddings(config):
+    if config["model"] == "ALLMRec":  # frozen text vectors, unless stage 1 fine-tunes the encoder on raw text
+        return not config["allmrec_finetune_text_encoder"]
     return config["model"] == "LLMEmb" or config["item_init"] in ("pca", "rec_pca")
 
 

@@ -42,40 +42,43 @@ def ordered_cells(spec):
 @dataclass
 class QueueEntry:
     """One cell (or tuning trial) of a run: its record must carry `fingerprint`; a cell that
-    exports a table is done only once `artifact` exists too, and one that `requires` a file
+    exports a model is done only once its `artifacts` exist too, and one that `requires` a file
     waits until it exists (its source cell ran)."""
 
     cell_id: str
     fingerprint: str
     job_for: Callable
-    artifact: Path = None
+    artifacts: tuple = ()
     requires: Path = None
     source_id: str = None
 
     def done(self, store):
-        return store.is_done(self.cell_id, self.fingerprint) and (self.artifact is None or self.artifact.is_file())
+        return store.is_done(self.cell_id, self.fingerprint) and all(a.is_file() for a in self.artifacts)
 
     def ready(self):
         return self.requires is None or self.requires.is_file()
 
 
 def cell_entry(spec, cell, store, workdir, threads=None):
-    source = spec.collab_source(cell)
+    requirement = spec.collab_requirement(cell)
+    exports = spec.exports(cell)
     return QueueEntry(
         cell.cell_id,
         spec.fingerprint(cell),
         lambda: make_job(spec, cell, store, workdir, threads),
-        artifact=spec.artifact_path(cell, store.root) if spec.exports_item_table(cell) else None,
-        requires=spec.artifact_path(source, store.root) if source is not None else None,
-        source_id=source.cell_id if source is not None else None,
+        artifacts=tuple(spec.artifact_path(cell, store.root, kind) for kind in exports),
+        requires=spec.artifact_path(requirement[0], store.root, requirement[1]) if requirement else None,
+        source_id=requirement[0].cell_id if requirement else None,
     )
 
 
 def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
     files, config = spec.cell_inputs(cell)
-    source = spec.collab_source(cell)
-    if source is not None:  # the source's exported table (a path on this machine: not in the fingerprint)
-        config["llmemb_collab"] = str(spec.artifact_path(source, store.root))
+    requirement = spec.collab_requirement(cell)
+    if requirement is not None:  # the source's exported model (a path on this machine: not in the fingerprint)
+        source, kind, option = requirement
+        config[option] = str(spec.artifact_path(source, store.root, kind))
+    exports = spec.exports(cell)
     return {
         "leaderboard": spec.name,
         "cell_id": cell_id or cell.cell_id,
@@ -88,7 +91,8 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         "results_dir": str(store.root),
         "workdir": str(workdir),
         "threads": threads,
-        "export_item_table": str(spec.artifact_path(cell, store.root)) if spec.exports_item_table(cell) else None,
+        "export_item_table": str(spec.artifact_path(cell, store.root)) if "item_table" in exports else None,
+        "export_checkpoint": str(spec.artifact_path(cell, store.root, "checkpoint")) if "checkpoint" in exports else None,
     }
 
 
@@ -227,8 +231,12 @@ def _run_entry(entry, store, workdir, args, position):
             rec = store.read(cell_id)
             log(
                 f"done {cell_id} in {time.perf_counter() - t0:.0f}s: valid {rec.get('best_valid_score')}, test "
-                f"NDCG@10 {rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}, "
-                f"kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}"
+                f"NDCG@10 {rec['test'].get('ndcg@10', float('nan')):.4f}, epochs {rec['epochs_run']}"
+                + (
+                    f", kappa init {rec['conditioning']['init']['mean']}, end {rec['conditioning']['end']['mean']}"
+                    if rec.get("conditioning")
+                    else ""
+                )
             )
             return True
         log(

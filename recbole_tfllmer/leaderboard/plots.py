@@ -143,7 +143,7 @@ def plot_conditioning(records, path, method_order=None, vector_order=None):
         for offset, when, color in ((-0.2, "init", "#8da0cb"), (0.2, "end", "#fc8d62")):
             vals = defaultdict(list)
             for r in recs:
-                v = r["conditioning"][when]["mean"]
+                v = ((r.get("conditioning") or {}).get(when) or {}).get("mean")  # none on candidate boards
                 if v is not None:
                     vals[r["method"]].append(v)
             means = [np.mean(vals[m]) if vals[m] else np.nan for m in present]
@@ -163,9 +163,9 @@ def plot_conditioning(records, path, method_order=None, vector_order=None):
 def write_plots(records, out_dir, method_order=None, vector_order=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [
-        plot_loss_curves(records, out_dir / "loss_curves.png", method_order, vector_order),
-        plot_longtail(records, out_dir / "longtail_ndcg10.png", method_order, vector_order),
-        plot_conditioning(records, out_dir / "conditioning.png", method_order, vector_order),
-    ]
+    paths = [plot_loss_curves(records, out_dir / "loss_curves.png", method_order, vector_order)]
+    full_ranking = [r for r in records if r.get("longtail")]  # candidate boards have no long-tail or Hessian pass
+    if full_ranking:
+        paths.append(plot_longtail(full_ranking, out_dir / "longtail_ndcg10.png", method_order, vector_order))
+        paths.append(plot_conditioning(full_ranking, out_dir / "conditioning.png", method_order, vector_order))
     return paths

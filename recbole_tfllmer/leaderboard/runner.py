@@ -262,6 +262,27 @@ def _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result
     return longtail, test_ranks
 
 
+def _candidate_ranks(trainer):
+    """Per-user ranks of the test targets among their candidates (candidate boards), stored as
+    the full-ranking boards store theirs, for the same paired intervals."""
+    from recbole_tfllmer.leaderboard.paired import encode_ranks, rows_hash
+
+    users, targets, ranks = trainer.candidate_ranks["test"]
+    return {**encode_ranks(ranks), "rows_sha": rows_hash(users, targets)}
+
+
+def _export(job, trainer, model, dataset, fit_log):
+    """What other cells of the board need from this one (the best model is loaded): its item
+    table (LLMEmb aligns with it) and/or its checkpoint (A-LLMRec freezes it)."""
+    if job.get("export_item_table"):
+        from recbole_tfllmer.collab_tables import export_item_table
+
+        export_item_table(model, dataset, job["export_item_table"])
+    if job.get("export_checkpoint"):
+        trainer.saved_model_file = job["export_checkpoint"]
+        trainer._save_checkpoint(fit_log.best_epoch or 0, verbose=False)
+
+
 def run_cell(job, workdir=None):
     """Run one cell described by `job` (see command.make_job) and return its record.
 
@@ -285,11 +306,14 @@ def run_cell(job, workdir=None):
         logger = getLogger()
         fit_log.code_fingerprints = sorted(set(fit_log.code_fingerprints) | {code_fingerprint()})
 
+        from recbole_tfllmer.trainer import _candidate_phase
+
+        candidates = _candidate_phase(test_data) is not None  # candidate board: no full-ranking diagnostics
         cond_cfg = job.get("conditioning") or {"sample_size": 256, "seed": 0}
         sample_idx, sample = conditioning_sample(train_data._dataset, cond_cfg["sample_size"], cond_cfg["seed"])
         t0 = time.perf_counter()
         if saved is None:
-            fit_log.cond_init = conditioning_stats(model, sample)
+            fit_log.cond_init = None if candidates else conditioning_stats(model, sample)
         else:  # the state after the last evaluation: weights, optimizer, counters, RNG
             trainer.restore_training_state(saved, str(progress.path))
             trainer.train_loss_dict = dict(fit_log.train_loss)
@@ -303,12 +327,12 @@ def run_cell(job, workdir=None):
         t0 = time.perf_counter()
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         test_seconds = time.perf_counter() - t0
-        cond_end = conditioning_stats(model, sample)
-        longtail, test_ranks = _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result)
-        if job.get("export_item_table"):  # another cell of the board aligns with this model's table
-            from recbole_tfllmer.collab_tables import export_item_table
-
-            export_item_table(model, dataset, job["export_item_table"])
+        if candidates:
+            cond_end, longtail, test_ranks = None, None, _candidate_ranks(trainer)
+        else:
+            cond_end = conditioning_stats(model, sample)
+            longtail, test_ranks = _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result)
+        _export(job, trainer, model, dataset, fit_log)
 
         scores = [v["score"] for v in fit_log.valid_scores]
         best_epoch = None
@@ -347,12 +371,15 @@ def run_cell(job, workdir=None):
             "n_train_batches": len(train_data),
             "n_train_rows": len(train_data._dataset),
             "resumes": fit_log.resumes,
-            "conditioning": {
+            "conditioning": None
+            if candidates
+            else {
                 "sample_size": len(sample_idx),
                 "sample_seed": cond_cfg["seed"],
                 "init": fit_log.cond_init,
                 "end": cond_end,
             },
+            "candidates": dict(trainer.candidate_hashes or {}) if candidates else None,
             "longtail": longtail,
             "timings": {
                 **run.timings,

@@ -12,11 +12,12 @@ names none) and differs only by its option preset. Methods whose preset has `ite
 random` use no LLM vectors: they get the single vector kind "none" (one run per
 backbone/seed, shown beside both kinds).
 
-A method that aligns with a collaborative item table (LLMEmb with `llmemb_align_alpha` > 0
-and no `llmemb_collab` of its own) *requires* the board's `collab_method` cell (RandInit) on
-`collab_backbone` (SASRec) of the same dataset and seed: that cell exports its best model's
-item table (`artifacts/<cell_id>.npy` + `.tokens.txt`, beside the cell files) and the
-requiring cell runs after it, with the table as its `llmemb_collab`.
+A method that needs a collaborative model (LLMEmb with `llmemb_align_alpha` > 0 and no
+`llmemb_collab` of its own aligns with its item table; A-LLMRec without an
+`allmrec_cf_checkpoint` freezes the whole model) *requires* the board's `collab_method` cell
+(RandInit) on `collab_backbone` (SASRec) of the same dataset and seed: that cell exports its
+best model (`artifacts/<cell_id>.npy` + `.tokens.txt`, or `artifacts/<cell_id>.pth`, beside
+the cell files) and the requiring cell runs after it, with the file as its option.
 
 The presets ship with the package (recbole_tfllmer/properties/method/); a board may name
 another folder with `method_dir:`. Relative paths in a board yaml resolve against the yaml's
@@ -127,22 +128,39 @@ class LeaderboardSpec:
             return True  # LLMEmb embeds item text
         return self.method_options(method).get("item_init", "rec_pca") != "random"
 
-    def collab_source(self, cell):
-        """The cell whose exported item table `cell` aligns with, or None."""
+    def collab_requirement(self, cell):
+        """(source cell, artifact kind, option it fills) of a cell that needs another cell's
+        trained model, or None: LLMEmb aligns with its item table, A-LLMRec freezes the model."""
         options = self.method_options(cell.method)
-        if self.model_of(cell.method) != "LLMEmb" or options.get("llmemb_collab"):
+        model = self.model_of(cell.method)
+        source = Cell(cell.dataset, self.collab_backbone, self.collab_method, NO_VECTORS, cell.seed)
+        if model == "ALLMRec" and not options.get("allmrec_cf_checkpoint"):
+            return source, "checkpoint", "allmrec_cf_checkpoint"
+        if model != "LLMEmb" or options.get("llmemb_collab"):
             return None
         from recbole_tfllmer.options import default_of
 
         if float(options.get("llmemb_align_alpha", default_of("llmemb_align_alpha"))) <= 0:
             return None
-        return Cell(cell.dataset, self.collab_backbone, self.collab_method, NO_VECTORS, cell.seed)
+        return source, "item_table", "llmemb_collab"
 
-    def exports_item_table(self, cell):
-        return any(self.collab_source(c) == cell for c in self.cells())
+    def collab_source(self, cell):
+        """The cell whose trained model `cell` needs, or None."""
+        requirement = self.collab_requirement(cell)
+        return requirement[0] if requirement else None
 
-    def artifact_path(self, cell, results_dir):
-        return Path(results_dir) / "artifacts" / f"{cell.cell_id}.npy"
+    def exports(self, cell):
+        """The artifact kinds other cells of the board need from `cell` (item_table, checkpoint)."""
+        kinds = set()
+        for other in self.cells():
+            requirement = self.collab_requirement(other)
+            if requirement and requirement[0] == cell:
+                kinds.add(requirement[1])
+        return sorted(kinds)
+
+    def artifact_path(self, cell, results_dir, kind="item_table"):
+        suffix = {"item_table": ".npy", "checkpoint": ".pth"}[kind]
+        return Path(results_dir) / "artifacts" / f"{cell.cell_id}{suffix}"
 
     # -- cells --------------------------------------------------------------------------
     def cells(self):

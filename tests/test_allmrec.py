@@ -1,0 +1,253 @@
+"""A-LLMRec in the pipeline: the frozen collaborative model, stage 1 against a recomputation,
+stage 2 with a tiny config-built OPT, RecBole's candidate evaluation, and its option errors.
+
+The LM here is a 2-layer OPT built from a config with the MiniLM tokenizer (nothing is
+downloaded): it checks the plumbing (soft tokens, likelihood ranking, generation), not accuracy.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_tfllmer.errors import ConfigError
+from recbole_tfllmer.quick_start import build_config, prepare, run_tfllmer
+from tests.conftest import slice_config, write_ml100k_slice
+
+CANDIDATES = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni19"}
+
+
+def candidate_config(data_path, name, tmp_path, **overrides):
+    options = {
+        "eval_args": CANDIDATES,
+        "metrics": ["Hit", "NDCG"],
+        "topk": [1, 5, 10],
+        "allmrec_title_field": "movie_title",
+        "allmrec_latent_dim": 16,
+        "allmrec_stage1_epochs": 2,
+        "allmrec_stage1_batch_size": 16,
+        "allmrec_stage1_lr": 1e-3,
+        **overrides,
+    }
+    return slice_config(data_path, name, tmp_path, **options)
+
+
+@pytest.fixture(scope="module")
+def small_slice(tmp_path_factory):
+    return write_ml100k_slice(tmp_path_factory.mktemp("allmrec-data"), n_users=15)
+
+
+def train_cf(data_path, name, root):
+    """A one-epoch RandInit SASRec (hidden 32): A-LLMRec's frozen collaborative model."""
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        config = slice_config(data_path, name, root, item_init="random", item_norm="none")
+        return run_tfllmer("TFLLMER", name, config_dict=config)["model_file"]
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def cf_checkpoint(small_slice, tmp_path_factory):
+    return train_cf(*small_slice, tmp_path_factory.mktemp("cf"))
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """A 2-layer OPT with the MiniLM tokenizer, saved as a local model directory."""
+    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
+
+    from recbole_tfllmer.text.encoders import bundled_model_dir
+
+    path = tmp_path_factory.mktemp("tiny-opt")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    torch.manual_seed(0)
+    config = OPTConfig(
+        vocab_size=len(tokenizer) + 3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        max_position_embeddings=1024,
+        word_embed_proj_dim=32,
+    )
+    OPTForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def build(small_slice, tmp_path, cf_checkpoint, **overrides):
+    data_path, name = small_slice
+    config = build_config(
+        "ALLMRec",
+        name,
+        config_dict=candidate_config(data_path, name, tmp_path, allmrec_cf_checkpoint=cf_checkpoint, **overrides),
+    )
+    return prepare(config)
+
+
+def test_stage1_terms_match_a_recomputation_and_the_collaborative_model_stays_frozen(
+    small_slice, tmp_path, cf_checkpoint
+):
+    from torch.nn import functional as F
+
+    run = build(small_slice, tmp_path, cf_checkpoint)
+    model = run.model
+    cf_before = {k: v.clone() for k, v in model.cf.model.state_dict().items()}
+    sample, seen = model._user_samples(run.train_data._dataset)
+    assert len(seen) == 15 and all(int(t) in s for t, s in zip(sample["item_id"], seen))
+    users = model.cf.user_vectors(sample)
+    positives, negatives = (
+        sample["item_id"],
+        torch.tensor([next(i for i in range(1, model.n_items) if i not in s) for s in seen]),
+    )
+    loss, terms = model._stage1_batch(users, positives, negatives)
+    align, e, q = model.alignment, model.cf.item_vectors, model.text_vectors
+    expected = 0.0
+    for items, label in ((positives, 1.0), (negatives, 0.0)):
+        z, t = align.item_encoder(e[items]), align.text_encoder(q[items])
+        decoded = align.item_decoder(z)
+        logits = (users * decoded).sum(-1) / e.shape[1]
+        expected = expected + F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+        expected = expected + F.mse_loss(z, t) + 0.5 * F.mse_loss(decoded, e[items])
+        expected = expected + 0.2 * F.mse_loss(align.text_decoder(t), q[items])
+    torch.testing.assert_close(loss, expected)
+    assert set(terms) == {"rec", "match", "item", "text"}
+    losses = model.train_stage1(run.train_data._dataset, log=lambda m: None)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    for key, value in model.cf.model.state_dict().items():
+        assert torch.equal(value, cf_before[key]), key
+
+
+def test_stage1_only_run_ranks_recboles_candidates_with_the_same_candidates_for_every_method(
+    small_slice, in_tmp, cf_checkpoint
+):
+    """Without an LM, ALLMRec scores the 20 candidates with stage 1's recommendation head; the
+    candidate lists are the ones a TFLLMER run is scored on (same candidate_seed)."""
+    data_path, name = small_slice
+    config = candidate_config(data_path, name, in_tmp, allmrec_cf_checkpoint=cf_checkpoint)
+    run = prepare(build_config("ALLMRec", name, config_dict=config))
+    run.trainer.fit(run.train_data, run.valid_data, saved=False, verbose=False)
+    np.random.seed(5)
+    state = np.random.get_state()[1].copy()
+    result = run.trainer.evaluate(run.test_data, load_best_model=False)
+    assert (np.random.get_state()[1] == state).all()  # training randomness untouched
+    assert set(result) == {"hit@1", "hit@5", "hit@10", "ndcg@1", "ndcg@5", "ndcg@10"}
+    other = prepare(
+        build_config("TFLLMER", name, config_dict=candidate_config(data_path, name, in_tmp, item_init="pca"))
+    )
+    other.trainer.evaluate(other.test_data, load_best_model=False)
+    assert other.trainer.candidate_hashes["test"] == run.trainer.candidate_hashes["test"]
+    assert run.trainer.candidate_hashes["valid"] != run.trainer.candidate_hashes["test"]
+
+
+def test_stage2_trains_only_the_projections_and_ranks_candidates_by_title_likelihood(
+    small_slice, in_tmp, cf_checkpoint, tiny_lm
+):
+    data_path, name = small_slice
+    config = candidate_config(
+        data_path,
+        name,
+        in_tmp,
+        allmrec_cf_checkpoint=cf_checkpoint,
+        allmrec_llm=tiny_lm,
+        allmrec_stage1_epochs=1,
+        allmrec_stage2_epochs=1,
+        allmrec_stage2_batch_size=4,
+        allmrec_max_new_tokens=6,
+    )
+    run = prepare(build_config("ALLMRec", name, config_dict=config))
+    lm_before = {k: v.clone() for k, v in run.model.soft_prompt.lm.model.state_dict().items()}
+    projections_before = {k: v.clone() for k, v in run.model.soft_prompt.state_dict().items()}
+    run.trainer.fit(run.train_data, run.valid_data, saved=True, verbose=False)
+    for key, value in run.model.soft_prompt.lm.model.state_dict().items():
+        assert torch.equal(value, lm_before[key]), key
+    changed = [k for k, v in run.model.soft_prompt.state_dict().items() if not torch.equal(v, projections_before[k])]
+    assert changed and all(k.split(".")[0] in ("user_projection", "item_projection") for k in changed)
+    result = run.trainer.evaluate(run.test_data, load_best_model=False)
+    assert 0 <= result["hit@1"] <= 1 and 0 <= result["hit@1_gen"] <= 1 and "ndcg@10" in result
+    # the scores are the LM's title log-likelihoods (negative), per candidate
+    batch = next(iter(run.test_data))[0]
+    scores = run.model.predict(batch)
+    assert scores.shape == (len(batch),) and torch.all(scores < 0)
+    # the checkpoint holds the trained projections but not the frozen LM
+    saved = torch.load(run.trainer.saved_model_file, weights_only=True)["state_dict"]
+    assert any(k.startswith("soft_prompt.") for k in saved) and not any(".lm." in k for k in saved)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({}, "set `allmrec_cf_checkpoint` to the .pth of an ID-only backbone"),
+        (
+            {"allmrec_cf_checkpoint": "/nonexistent.pth"},
+            "option `allmrec_cf_checkpoint`: checkpoint '/nonexistent.pth'",
+        ),
+        (
+            {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}},
+            "set `eval_args.mode: uni19`",
+        ),
+        ({"allmrec_llm": "/no/such/lm"}, "option `allmrec_llm`: model directory '/no/such/lm' does not exist"),
+        ({"allmrec_domain": "book"}, "option `allmrec_domain` must be one of item, movie, game"),
+    ],
+)
+def test_bad_options_fail_before_any_data_is_read(overrides, message, small_slice, tmp_path, cf_checkpoint):
+    data_path, name = small_slice
+    options = {"allmrec_cf_checkpoint": cf_checkpoint, **overrides} if overrides else {}
+    with pytest.raises(ConfigError) as err:
+        build_config("ALLMRec", name, config_dict=candidate_config(data_path, name, tmp_path, **options))
+    assert message in str(err.value)
+
+
+def test_a_collaborative_model_of_other_data_is_refused(small_slice, tmp_path, ml_slice):
+    other = train_cf(*ml_slice, tmp_path)  # the 60-user slice, same dataset name: other items
+    with pytest.raises(ConfigError, match="another version or filtering"):
+        build(small_slice, tmp_path, other)
+
+
+def test_candidate_board_scores_every_method_on_the_same_candidates_and_freezes_the_randinit_cell(
+    small_slice, tmp_path, in_tmp
+):
+    import yaml
+
+    from recbole_tfllmer.leaderboard import command
+    from recbole_tfllmer.leaderboard.paired import decode_ranks, per_user_metric
+    from recbole_tfllmer.leaderboard.store import CellStore
+
+    data_path, name = small_slice
+    properties = tmp_path / "slice.yaml"
+    base = candidate_config(data_path, name, tmp_path, metric_decimal_place=10, allmrec_stage1_epochs=1)
+    base.pop("checkpoint_dir")
+    properties.write_text(yaml.safe_dump(base), encoding="utf-8")
+    board = {
+        "name": "cand-tiny",
+        "datasets": {name: {"properties": str(properties)}},
+        "backbones": ["GRU4Rec"],
+        "collab_backbone": "GRU4Rec",
+        "methods": ["ALLMRec-stage1", "TFLLMER", "RandInit"],
+        "seeds": [4],
+        "vector_kinds": ["st"],
+        "overrides": {"epochs": 1},
+    }
+    board_file = tmp_path / "board.yaml"
+    board_file.write_text(yaml.safe_dump(board), encoding="utf-8")
+    results = tmp_path / "results"
+    args = ["--config", str(board_file), "--results-root", str(results), "--workdir", str(tmp_path / "w")]
+    assert command.main(args + ["--in-process", "--no-plots"]) == 0
+    store = CellStore(results / "cand-tiny")
+    records = {
+        m: store.read(f"{name}__GRU4Rec__{m}__{v}__seed4")
+        for m, v in (("ALLMRec-stage1", "st"), ("TFLLMER", "st"), ("RandInit", "none"))
+    }
+    source = results / "cand-tiny" / "artifacts" / f"{name}__GRU4Rec__RandInit__none__seed4.pth"
+    assert source.is_file() and records["ALLMRec-stage1"]["config_overrides"]["allmrec_cf_checkpoint"] == str(source)
+    hashes = {m: r["candidates"]["test"] for m, r in records.items()}
+    assert len(set(hashes.values())) == 1  # the same 20 candidates per user for every method
+    for record in records.values():
+        assert record["status"] == "done" and record["conditioning"] is None and record["longtail"] is None
+        ranks = decode_ranks(record["test_ranks"])
+        assert len(ranks) == 15 and ranks.min() >= 1 and ranks.max() <= 20
+        assert per_user_metric(ranks, "ndcg@10").mean() == pytest.approx(record["test"]["ndcg@10"], abs=1e-9)
+    assert (results / "cand-tiny" / "leaderboard.md").is_file()
