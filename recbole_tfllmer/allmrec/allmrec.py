@@ -125,7 +125,9 @@ class ALLMRec(SequentialRecommender):
                 optimizer.step()
                 total, steps = total + float(loss.detach()), steps + 1
             losses.append(total / max(steps, 1))
-            log(f"stage 1 epoch {epoch}: loss {losses[-1]:.4f} over {steps} steps in {time.perf_counter() - started:.1f} s")
+            log(
+                f"stage 1 epoch {epoch}: loss {losses[-1]:.4f} over {steps} steps in {time.perf_counter() - started:.1f} s"
+            )
         return losses
 
     def _stage1_batch(self, users, positives, negatives):
@@ -151,7 +153,9 @@ class ALLMRec(SequentialRecommender):
         from recbole_tfllmer.allmrec.prompts import build_prompt
 
         history = history[-self.options.history_len :]
-        prompt = build_prompt([self.titles[i] for i in history], [self.titles[i] for i in candidates], self.options.domain)
+        prompt = build_prompt(
+            [self.titles[i] for i in history], [self.titles[i] for i in candidates], self.options.domain
+        )
         return user_vec, z[torch.as_tensor(history)], z[torch.as_tensor(candidates)], prompt
 
     def train_stage2(self, train_dataset, log=print):
@@ -176,7 +180,9 @@ class ALLMRec(SequentialRecommender):
             for start in range(0, len(order), opts.stage2_batch_size):
                 chunk = order[start : start + opts.stage2_batch_size]
                 parts = [
-                    self._prompt_inputs(z, users[i], seqs[i, : lens[i]].tolist(), self._candidates(rng, targets[i], seen[i]))
+                    self._prompt_inputs(
+                        z, users[i], seqs[i, : lens[i]].tolist(), self._candidates(rng, targets[i], seen[i])
+                    )
                     for i in chunk
                 ]
                 yield {
@@ -226,7 +232,9 @@ class ALLMRec(SequentialRecommender):
             random.Random(self.candidate_seed * 1_000_003 + user_id).shuffle(order)  # the prompt's order
             history = interaction[self.ITEM_SEQ][row, : interaction[self.ITEM_SEQ_LEN][row]].tolist()
             user_vec, hist, cands, prompt = self._prompt_inputs(z, users[b], history, order)
-            loglik = candidate_log_likelihoods(self.soft_prompt, user_vec, hist, cands, prompt, [self.titles[i] for i in order])
+            loglik = candidate_log_likelihoods(
+                self.soft_prompt, user_vec, hist, cands, prompt, [self.titles[i] for i in order]
+            )
             by_item = dict(zip(order, loglik.float().cpu().tolist()))
             scores[b] = torch.tensor([by_item[i] for i in blocks[b].tolist()])
             if self.generation_hits is not None:

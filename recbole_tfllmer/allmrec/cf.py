@@ -80,4 +80,6 @@ class FrozenCF(nn.Module):
         """(B, d) s_u of the interaction's sequences, as the backbone scores with them."""
         from recbole_tfllmer.diagnostics.model_views import sequence_representation
 
-        return sequence_representation(self.model if hasattr(self.model, "backbone") else _Wrapped(self.model), interaction)
+        return sequence_representation(
+            self.model if hasattr(self.model, "backbone") else _Wrapped(self.model), interaction
+        )

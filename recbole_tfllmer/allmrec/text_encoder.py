@@ -27,7 +27,9 @@ class FineTunedTextEncoder(nn.Module):
     def from_config(cls, config, dataset):
         fields = _text_fields(config)
         template = config_value(config, "text_template")
-        texts, _ = item_texts_from_file(item_file_of(config), dataset.iid_field, fields, template, **_reader_options(config))
+        texts, _ = item_texts_from_file(
+            item_file_of(config), dataset.iid_field, fields, template, **_reader_options(config)
+        )
         tokens = dataset_item_tokens(dataset)
         missing = [t for t in tokens[1:] if not texts.get(t)]
         if missing:
@@ -36,7 +38,9 @@ class FineTunedTextEncoder(nn.Module):
                 f"{item_file_of(config)} (e.g. {missing[:3]}); fix `text_fields`, or set "
                 "`allmrec_finetune_text_encoder: false` (frozen vectors, `missing_text_policy` applies)"
             )
-        path = resolve_model_path(config_value(config, "text_encoder"), bool(config_value(config, "text_allow_download")))
+        path = resolve_model_path(
+            config_value(config, "text_encoder"), bool(config_value(config, "text_allow_download"))
+        )
         pooling = config_value(config, "text_pooling", "mean")
         return cls(path, [""] + [texts[t] for t in tokens[1:]], config_value(config, "text_max_length", 128), pooling)
 
@@ -46,7 +50,11 @@ class FineTunedTextEncoder(nn.Module):
 
     def forward(self, ids):
         batch = self.tokenizer(
-            [self.texts[int(i)] for i in ids], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            [self.texts[int(i)] for i in ids],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -92,7 +92,9 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         "workdir": str(workdir),
         "threads": threads,
         "export_item_table": str(spec.artifact_path(cell, store.root)) if "item_table" in exports else None,
-        "export_checkpoint": str(spec.artifact_path(cell, store.root, "checkpoint")) if "checkpoint" in exports else None,
+        "export_checkpoint": str(spec.artifact_path(cell, store.root, "checkpoint"))
+        if "checkpoint" in exports
+        else None,
     }
 
 
