@@ -251,3 +251,23 @@ def test_candidate_board_scores_every_method_on_the_same_candidates_and_freezes_
         assert len(ranks) == 15 and ranks.min() >= 1 and ranks.max() <= 20
         assert per_user_metric(ranks, "ndcg@10").mean() == pytest.approx(record["test"]["ndcg@10"], abs=1e-9)
     assert (results / "cand-tiny" / "leaderboard.md").is_file()
+
+
+def test_stage1_can_fine_tune_the_text_encoder_on_raw_item_text(small_slice, tmp_path, cf_checkpoint):
+    run = build(
+        small_slice,
+        tmp_path,
+        cf_checkpoint,
+        allmrec_finetune_text_encoder=True,
+        text_encoder_type="transformers",
+        text_max_length=32,
+        allmrec_stage1_epochs=1,
+    )
+    model = run.model
+    assert not hasattr(model, "text_vectors") and model.text_encoder.dim == 384
+    assert model.text_encoder.texts[1].startswith("Title: ")  # the data hook's template
+    before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
+    losses = model.train_stage1(run.train_data._dataset, log=lambda m: None)
+    assert np.isfinite(losses[0])
+    changed = [k for k, v in model.text_encoder.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed  # the encoder trained with the autoencoders
