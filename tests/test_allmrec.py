@@ -271,3 +271,25 @@ def test_stage1_can_fine_tune_the_text_encoder_on_raw_item_text(small_slice, tmp
     assert np.isfinite(losses[0])
     changed = [k for k, v in model.text_encoder.state_dict().items() if not torch.equal(v, before[k])]
     assert changed  # the encoder trained with the autoencoders
+
+
+def test_cli_runs_allmrec_with_the_candidate_properties_file(small_slice, in_tmp, cf_checkpoint, capsys):
+    """`run_recbole_tfllmer.py -m ALLMRec --config_files "<dataset>.yaml properties/candidates.yaml"`."""
+    import yaml
+
+    from recbole_tfllmer.cli import main
+    from tests.conftest import REPO_ROOT
+
+    data_path, name = small_slice
+    dataset_file = in_tmp / "slice.yaml"
+    config = slice_config(data_path, name, in_tmp, allmrec_title_field="movie_title", allmrec_latent_dim=16)
+    config.pop("eval_args"), config.pop("topk"), config.pop("metrics")
+    dataset_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    files = f"{dataset_file} {REPO_ROOT / 'properties' / 'candidates.yaml'}"
+    argv = ["-m", "ALLMRec", "-d", name, f"--config_files={files}", f"--allmrec_cf_checkpoint={cf_checkpoint}"]
+    assert main([*argv, "--allmrec_stage1_epochs=1"]) == 0
+    # the same command with the full-ranking protocol is one clear error
+    config["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}
+    dataset_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main([*argv[:4], f"--config_files={dataset_file}", argv[5]]) == 2
+    assert "set `eval_args.mode: uni19`" in capsys.readouterr().err
