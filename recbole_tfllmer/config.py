@@ -116,6 +116,31 @@ class TFLLMERConfig(Config):
                 final["train_neg_sample_args"] = None
         return final
 
+    def _init_device(self):
+        """RecBole's device set-up, plus distributed training on CPUs: RecBole's DDP path always
+        uses NCCL and one GPU per process, so a worker of `--nproc=N` on a machine without CUDA
+        (or with `use_gpu: false`) joins a gloo process group on the CPU instead."""
+        import torch
+
+        config = self.final_config_dict
+        if "local_rank" not in config or (config.get("use_gpu", True) and torch.cuda.is_available()):
+            return super()._init_device()
+        config["gpu_id"] = (
+            ",".join(map(str, config["gpu_id"])) if isinstance(config["gpu_id"], tuple) else str(config["gpu_id"])
+        )
+        torch.distributed.init_process_group(
+            backend="gloo",
+            rank=config["local_rank"] + config["offset"],
+            world_size=config["world_size"],
+            init_method=f"tcp://{config['ip']}:{config['port']}",
+        )
+        config["device"] = torch.device("cpu")
+        config["single_spec"] = False
+        if config["local_rank"] != 0:
+            config["state"] = "error"
+            config["show_progress"] = False
+            config["verbose"] = False
+
     def _set_default_parameters(self):
         # RecBole derives MODEL_INPUT_TYPE from the model class (SINE and TransRec are
         # pairwise): the wrapper trains exactly as its backbone, so ask the backbone.

@@ -158,9 +158,11 @@ def run_tfllmer(
             },
         },
     }
+    result["rank"] = config["local_rank"] + (config["offset"] if "offset" in config else 0)
+    result["embedding_info"] = dict(getattr(dataset, "embedding_info", {}) or {})
     if not config["single_spec"]:
         dist.destroy_process_group()
-    if config["local_rank"] == 0 and queue is not None:
+    if queue is not None:
         queue.put(result)
     return result
 
@@ -190,8 +192,9 @@ def run(
     import torch
     import torch.multiprocessing as mp
 
-    if nproc > torch.cuda.device_count():
-        # RecBole's DDP path gives each process its own GPU (and asserts so, bare)
+    if 0 < torch.cuda.device_count() < nproc:
+        # RecBole's DDP path gives each process its own GPU (and asserts so, bare); without CUDA the
+        # workers join a gloo group on the CPU instead (config.TFLLMERConfig._init_device)
         from recbole_tfllmer.errors import ConfigError
 
         raise ConfigError(
@@ -202,9 +205,18 @@ def run(
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    # one run id for all workers: they share the checkpoint rank 0 writes (and the log name)
+    config_dict.setdefault("run_id", f"{os.getpid()}-{os.urandom(3).hex()}")
     kwargs = {"config_dict": config_dict, "saved": saved, "queue": queue, "cmd_args": cmd_args}
     mp.spawn(_run_worker, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
-    return None if queue.empty() else queue.get()
+    results = []
+    while not queue.empty():
+        results.append(queue.get())
+    results.sort(key=lambda r: r["rank"])
+    if not results:
+        return None
+    # rank 0's result, with what every rank measured (the same test metrics, one preparation)
+    return {**results[0], "ranks": [{k: r[k] for k in ("rank", "test_result", "embedding_info")} for r in results]}
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

@@ -93,7 +93,14 @@ class WeightsOnlyCheckpointMixin:
         directory, name = os.path.split(self.saved_model_file)
         if backbone:  # "TFLLMER-GRU4Rec-Nov-22-2026_19-01-02-<run id>.pth": says what was wrapped
             name = name.replace(config["model"], f"{config['model']}-{backbone}", 1)
-        if "run_id" in config:  # unique for runs started in the same second (quick_start.build_config)
+        if "run_id" in config and torch.distributed.is_initialized():
+            # distributed workers share the file rank 0 writes: a name without each worker's clock
+            name = (
+                f"{config['model']}-{backbone}-{config['run_id']}.pth"
+                if backbone
+                else f"{config['model']}-{config['run_id']}.pth"
+            )
+        elif "run_id" in config:  # unique for runs started in the same second (quick_start.build_config)
             name = name.replace(".pth", f"-{config['run_id']}.pth")
         self.saved_model_file = os.path.join(directory, name)
 
@@ -193,6 +200,8 @@ class WeightsOnlyCheckpointMixin:
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def load_best_model(self, model_file=None):
+        if not self.config["single_spec"]:
+            torch.distributed.barrier()  # rank 0 has written the best model before any worker reads it
         checkpoint_file = str(model_file or self.saved_model_file)
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, required=REQUIRED_KEYS)
         self._load_weights(checkpoint, checkpoint_file)
@@ -203,6 +212,26 @@ class WeightsOnlyCheckpointMixin:
         if load_best_model and eval_data:
             self.load_best_model(model_file)
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+class CPUDistributedMixin:
+    """RecBole wraps the model in a GPU DistributedDataParallel (device_ids = [local_rank]); a
+    CPU worker of a gloo group (config.py) gets a CPU one. RecBole's own gradient-sync trick
+    (set_reduce_hook, sync_grad_loss) then works unchanged."""
+
+    def __init__(self, config, model):
+        cpu_ddp = not config["single_spec"] and torch.device(config["device"]).type == "cpu"
+        if cpu_ddp:
+            config["single_spec"] = True  # keep AbstractTrainer from building the GPU wrapper
+        try:
+            super().__init__(config, model)
+        finally:
+            if cpu_ddp:
+                config["single_spec"] = False
+        if cpu_ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.distributed_model = DistributedDataParallel(self.model)
 
 
 class CandidateProtocolMixin:
@@ -279,6 +308,12 @@ _TRAINER_CACHE = {}
 def weights_only_trainer(base):
     """`base` (a RecBole trainer class) with weights-only checkpoints, e.g. SafeTrainer."""
     if base not in _TRAINER_CACHE:
-        mixins = (EpochTimingMixin, LossMeaningMixin, CandidateProtocolMixin, WeightsOnlyCheckpointMixin)
+        mixins = (
+            CPUDistributedMixin,
+            EpochTimingMixin,
+            LossMeaningMixin,
+            CandidateProtocolMixin,
+            WeightsOnlyCheckpointMixin,
+        )
         _TRAINER_CACHE[base] = type(f"WeightsOnly{base.__name__}", (*mixins, base), {})
     return _TRAINER_CACHE[base]

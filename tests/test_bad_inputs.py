@@ -866,13 +866,6 @@ CASES = [
         ("text_max_length",),
     ),
     Case(
-        "nproc-without-gpus",
-        "`--nproc=2` on a machine without 2 GPUs",
-        errors.ConfigError,
-        "--nproc=2 needs 2 GPUs, this machine has … Use --nproc=1",
-        command_line("--nproc=2"),
-    ),
-    Case(
         "config-file-missing",
         "a `--config_files` entry that does not exist",
         errors.ConfigError,
@@ -1036,6 +1029,13 @@ class Behaviour:
 
 
 BEHAVIOURS = (
+    Behaviour(
+        "`--nproc=2` on a machine without GPUs (RecBole's DDP path needs one GPU per process)",
+        "no error: the two workers join a gloo group on the CPU; one encodes the item text, the other waits on the "
+        "cache lock and hits it; one checkpoint (rank 0's); both report the same test metrics. With GPUs, but fewer "
+        "than N: `ConfigError` “--nproc=N needs N GPUs, this machine has …”",
+        "tests/test_distributed.py::test_two_cpu_workers_prepare_once_and_report_the_same_test_metrics",
+    ),
     Behaviour(
         "a UTF-8 byte-order mark before the header of `.inter` / `.item` (spreadsheet exports)",
         "no error: read as RecBole users expect, the BOM is not part of the first field name",
