@@ -890,7 +890,7 @@ CASES = [
         "model-misspelt",
         "a misspelt model name `-m TFLLMR` (RecBole fails importing lightgbm)",
         errors.ConfigError,
-        "unknown model 'TFLLMR' (-m/--model or `model`); did you mean TFLLMER?",
+        "unknown model 'TFLLMR' (-m/--model or `model`); did you mean TFLLMER",
         command_line("-m", "TFLLMR"),
     ),
     Case(
