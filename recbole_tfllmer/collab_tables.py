@@ -25,9 +25,12 @@ def tokens_path_of(npy_path):
 
 
 def scoring_table(model):
-    """(n_items, d) float32: the vectors the model scores items with (after any parametrisation)."""
+    """(n_items, d) float32: the vectors the model scores items with (after any parametrisation);
+    for A-LLMRec, its joint collaborative-text item vectors."""
     import torch
 
+    if hasattr(model, "joint_item_table"):
+        return model.joint_item_table().float().cpu().numpy()
     table = model.item_table if hasattr(model, "item_table") else model.item_embedding
     with torch.no_grad():
         return table.weight[: model.n_items].detach().float().cpu().numpy()

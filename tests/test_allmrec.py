@@ -261,3 +261,30 @@ def test_cli_runs_allmrec_with_the_candidate_properties_file(small_slice, in_tmp
     dataset_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert main([*argv[:4], f"--config_files={dataset_file}", argv[5]]) == 2
     assert "set `eval_args.mode: uni19`" in capsys.readouterr().err
+
+
+def test_joint_item_vectors_export_as_an_item_table_for_any_backbone(small_slice, in_tmp, cf_checkpoint):
+    """ALLMRec-S1 on a full-ranking board: stage 1's joint vectors, exported by token, initialise
+    another backbone through `precomputed_embeddings` (items the CF model never trained on get
+    the text side)."""
+    from recbole_tfllmer.cli import main
+
+    data_path, name = small_slice
+    config = candidate_config(data_path, name, in_tmp, allmrec_cf_checkpoint=cf_checkpoint, allmrec_stage1_epochs=1)
+    result = run_tfllmer("ALLMRec", name, config_dict=config)
+    out = in_tmp / "joint.npy"
+    assert main(["export-item-table", result["model_file"], str(out)]) == 0
+    table = np.load(out)
+    assert table.shape[1] == 16 and np.isfinite(table).all()
+    full = slice_config(
+        data_path,
+        name,
+        in_tmp,
+        precomputed_embeddings=str(out),
+        item_init="pca",
+        item_norm="none",
+        hidden_size=8,
+        embedding_size=8,
+    )
+    run = prepare(build_config("TFLLMER", name, config_dict=full))
+    assert run.model.init_report.rec_pca["retained_variance"] > 0

@@ -76,6 +76,12 @@ class ALLMRec(SequentialRecommender):
                 allow_download=bool(config_value(config, "text_allow_download", False)),
             )
             self.soft_prompt = SoftPromptRecommender(lm, self.cf.dim, self.options.latent_dim)
+        trained = torch.zeros(self.n_items, dtype=torch.bool)
+        item_seqs, _, targets = dataset.training_rows()
+        trained[torch.as_tensor(item_seqs).flatten()] = True
+        trained[torch.as_tensor(targets)] = True
+        trained[0] = False
+        self.register_buffer("trained_items", trained, persistent=False)  # items with collaborative signal
         self.generation_hits = None  # a list while the trainer collects hit@1_gen (test evaluation)
         self.logger_prefix = set_color("ALLMRec", "pink")
 
@@ -87,6 +93,20 @@ class ALLMRec(SequentialRecommender):
         """z_i of every item (stage 1's item encoder on the frozen e_i), frozen for stage 2."""
         with torch.no_grad():
             return self.alignment.joint_item_vectors(self.cf.item_vectors)
+
+    def joint_item_table(self):
+        """(n_items, latent) A-LLMRec's joint collaborative-text item vectors as an item table for
+        any backbone (`recbole-tfllmer export-item-table`): z_i = item encoder(e_i) for items seen in
+        training, the text side t_i = text encoder(q_i) for items the collaborative model never
+        trained on (their CF vector is its random initialisation). Row 0 stays zero."""
+        with torch.no_grad():
+            table = self.alignment.joint_item_vectors(self.cf.item_vectors)
+            cold = torch.nonzero(~self.trained_items).flatten()
+            cold = cold[cold > 0]
+            if len(cold):
+                table[cold] = self.alignment.text_encoder(self.item_text_vectors(cold))
+            table[0] = 0
+        return table
 
     def _user_samples(self, train_dataset):
         """One sample per user: the longest training row (history -> its target), and the items the
