@@ -454,3 +454,14 @@ def test_real_tiny_cell_matches_recbole_and_is_deterministic(ml_slice, tmp_path,
     assert a["conditioning"]["init"]["mean"] == pytest.approx(b["conditioning"]["init"]["mean"], rel=1e-9)
     assert a["epochs_run"] == 1 and len(a["epoch_train_seconds"]) == 1
     assert a["conditioning"]["init"]["mean"] >= 1.0
+
+
+def test_backbone_method_overrides_reach_only_their_cells(tmp_path):
+    spec = tiny_spec(tmp_path)
+    spec.backbones = ["GRU4Rec", "SASRec"]
+    before = {c.cell_id: spec.fingerprint(c) for c in spec.cells()}
+    spec.backbone_method_overrides = {"GRU4Rec": {"TFLLMER": {"item_norm_scale": None}}}
+    changed = {c.cell_id for c in spec.cells() if spec.fingerprint(c) != before[c.cell_id]}
+    assert changed == {c.cell_id for c in spec.cells() if (c.backbone, c.method) == ("GRU4Rec", "TFLLMER")}
+    cell = next(c for c in spec.cells() if (c.backbone, c.method) == ("GRU4Rec", "TFLLMER"))
+    assert spec.cell_inputs(cell)[1]["item_norm_scale"] is None

@@ -5,7 +5,8 @@ layer it on the command line of `run_recbole_tfllmer.py`:
 
     config_file_list = [<dataset properties>, <method_dir>/<Method>.yaml]
     config_dict      = shared overrides  <  dataset overrides  <  backbone overrides
-                       <  vector-kind options  <  per-method overrides  <  {backbone, seed, ...}
+                       <  vector-kind options  <  per-method overrides  <  per-(backbone, method)
+                       overrides  <  {backbone, seed, ...}
 
 so every method goes through the plugin model its preset names (`model:`, TFLLMER when it
 names none) and differs only by its option preset. Methods whose preset has `item_init:
@@ -88,6 +89,9 @@ class LeaderboardSpec:
     overrides: dict = field(default_factory=dict)
     backbone_overrides: dict = field(default_factory=dict)
     method_overrides: dict = field(default_factory=dict)
+    # {backbone: {method: {option: value}}}: a method's setting for one backbone (e.g. the item norm r
+    # validation chose for GRU4Rec); only those cells' fingerprints see it
+    backbone_method_overrides: dict = field(default_factory=dict)
     method_dir: Path = METHOD_DIR
     collab_method: str = "RandInit"  # whose item table LLMEmb cells align with ...
     collab_backbone: str = "SASRec"  # ... trained on this backbone (their code: SASRec for every backbone)
@@ -185,6 +189,7 @@ class LeaderboardSpec:
         if cell.vectors != NO_VECTORS:
             config.update(copy.deepcopy(self.vector_kinds[cell.vectors]))
         config.update(copy.deepcopy(self.method_overrides.get(cell.method) or {}))
+        config.update(copy.deepcopy((self.backbone_method_overrides.get(cell.backbone) or {}).get(cell.method) or {}))
         config.update(copy.deepcopy(self.tuned.get(tuned_key(cell)) or {}))
         config.update({"model": self.model_of(cell.method), "backbone": cell.backbone, "seed": cell.seed})
         if checkpoint_dir is not None:
@@ -308,6 +313,7 @@ def spec_from_dict(raw, path=None):
         overrides=dict(raw.get("overrides") or {}),
         backbone_overrides=dict(raw.get("backbone_overrides") or {}),
         method_overrides=dict(raw.get("method_overrides") or {}),
+        backbone_method_overrides=dict(raw.get("backbone_method_overrides") or {}),
         method_dir=_resolve(raw["method_dir"], base) if raw.get("method_dir") else METHOD_DIR,
         collab_method=str(raw.get("collab_method") or "RandInit"),
         collab_backbone=str(raw.get("collab_backbone") or "SASRec"),
