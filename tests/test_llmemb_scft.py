@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recbole_tfllmer.errors import ConfigError
-from recbole_tfllmer.llmemb.prompts import attribute_lists_from_file, full_prompt
+from recbole_tfllmer.llmemb.prompts import PromptFormat, attribute_lists_from_file, full_prompt
 from recbole_tfllmer.llmemb.scft import ADAPTER_MANIFEST, SCFTEncoder, SCFTRecipe, import_peft
 from recbole_tfllmer.text.encoders import TransformersEncoder
 from recbole_tfllmer.text.store import encode_with_cache
@@ -268,3 +268,45 @@ def test_infonce_with_fixed_tau_and_progress_logging(tiny_llama_dir, catalogue, 
     assert messages[0].startswith("SCFT of ") and "10 steps" in messages[0]
     assert sum(m.startswith("SCFT step ") for m in messages) == 9  # every 10% but the last, which the end line reports
     assert messages[-1].startswith("SCFT done: 10 steps") and "->" in messages[-1]
+
+
+def test_scft_learns_on_a_fixed_small_set_views_of_one_item_end_closer_than_views_of_two(minilm_dir, catalogue):
+    """The contrastive loss falls over a few steps on fixed view pairs, and afterwards an item's
+    two views are more similar than views of different items (the point of SCFT)."""
+    from recbole_tfllmer.llmemb.prompts import ViewSampler
+
+    _, attributes = catalogue
+    attributes = attributes[:16]
+    recipe = SCFTRecipe(
+        lora_r=8,
+        lora_targets=("query", "value"),
+        batch_size=16,
+        grad_accum=1,
+        max_steps=12,
+        max_length=32,
+        lr=1e-2,
+        resample_views=False,
+        drop_ratio=0.4,
+        seed=3,
+    )
+    encoder = SCFTEncoder(minilm_dir, attributes, recipe, PromptFormat(), device="cpu")
+    views = ViewSampler(attributes, recipe.drop_ratio, recipe.seed, resample=False, fmt=PromptFormat())
+    pairs = [views.pair(i) for i in range(len(attributes))]  # the fixed pairs the encoder trains on
+
+    def view_margin():
+        a = torch.nn.functional.normalize(torch.from_numpy(encoder.encode([p[0] for p in pairs])), dim=1)
+        b = torch.nn.functional.normalize(torch.from_numpy(encoder.encode([p[1] for p in pairs])), dim=1)
+        sims = a @ b.T
+        off = (sims.sum() - sims.diag().sum()) / (len(pairs) * (len(pairs) - 1))
+        return float(sims.diag().mean() - off)
+
+    encoder.prepare()
+    report = encoder.train_report
+    assert np.isfinite(report["last_loss"]) and report["last_loss"] < report["first_loss"]
+    assert view_margin() > 0.0
+    untrained = SCFTEncoder(
+        minilm_dir, attributes, SCFTRecipe(**{**recipe.as_dict(), "lr": 1e-12}), PromptFormat(), device="cpu"
+    )
+    untrained.prepare()
+    trained_margin, encoder = view_margin(), untrained
+    assert trained_margin > view_margin()  # fine-tuning widened the gap
