@@ -413,7 +413,8 @@ OPTIONS = (
         "llmemb_collab",
         None,
         "the collaborative item table to align with: an exported table (.npy + .tokens.txt, rows keyed by item token) "
-        "or a checkpoint of an ID-only backbone; required when llmemb_align_alpha > 0 (boards fill it)",
+        "or a checkpoint of an ID-only backbone; ~ = train a RandInit SASRec with this run's settings first (cached; "
+        "boards use their RandInit cell's)",
         "rat",
         "str",
         nullable=True,
@@ -656,7 +657,7 @@ class LLMEmbOptions:
     align_alpha: float
     align_tau: float
     align_loss: str
-    collab: str  # None only when align_alpha == 0
+    collab: str  # None: align_alpha == 0, or the table is trained first (llmemb/collab_model.py)
 
 
 @dataclass(frozen=True)
@@ -753,15 +754,8 @@ def _llmemb_checks(v):
         raise ConfigError(
             f"option `llmemb_attr_template` must contain {{value}} (and may contain {{name}}), got {v['llmemb_attr_template']!r}"
         )
-    if v["llmemb_align_alpha"] > 0 and v["llmemb_collab"] is None:
-        raise ConfigError(
-            f"LLMEmb aligns with a collaborative item table (`llmemb_align_alpha: {v['llmemb_align_alpha']:g}`) but "
-            "`llmemb_collab` is not set: give the table of an ID-only backbone trained on the same data (a .npy with "
-            "its .tokens.txt, e.g. from `recbole-tfllmer export-item-table`, or its checkpoint .pth), or set "
-            "`llmemb_align_alpha: 0` (LLMEmb w/o alignment)"
-        )
     collab = v["llmemb_collab"]
-    if v["llmemb_align_alpha"] > 0 and not os.path.isfile(os.path.expanduser(collab)):
+    if v["llmemb_align_alpha"] > 0 and collab is not None and not os.path.isfile(os.path.expanduser(collab)):
         raise ConfigError(f"option `llmemb_collab`: file '{collab}' does not exist")
     if v["llmemb_scft"]:
         try:

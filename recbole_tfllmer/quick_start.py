@@ -80,6 +80,10 @@ def prepare(config, with_trainer=True, log_dataset=False):
     The one place the RecBole pipeline is assembled: the quick start, the leaderboard runner,
     the benchmarks and the tests all build their runs through it. The seed is set first, as
     recbole.quick_start.run_recbole does, so a run is reproduced by its config alone."""
+    if config["model"] == "LLMEmb":  # its collaborative table, trained first when none is named
+        from recbole_tfllmer.llmemb.collab_model import ensure_collab_table
+
+        ensure_collab_table(config)
     init_seed(config["seed"], config["reproducibility"])
     started = time.perf_counter()
     dataset = create_dataset(config)

@@ -444,17 +444,16 @@ def malformed_config_file(work):
     work.argv.append(f"--config_files={bad}")
 
 
-def llmemb_collab(width=None, items=None):
-    """`-m LLMEmb` aligned with a collaborative table: none (width None), or one of `width`
-    columns for the first `items` item tokens of the .inter file (all when None)."""
+def llmemb_collab(width, items=None):
+    """`-m LLMEmb` aligned with a collaborative table of `width` columns for the first `items`
+    item tokens of the .inter file (all when None)."""
 
     def setup(work):
         work.argv += ["-m", "LLMEmb", "--llmemb_scft=false"]
-        if width is not None:
-            tokens = sorted(set(inter_tokens(work)))
-            path = work.root / "collab.npy"
-            write_precomputed(path, tokens[:items] if items else tokens, dim=width)
-            work.argv.append(f"--llmemb_collab={path}")
+        tokens = sorted(set(inter_tokens(work)))
+        path = work.root / "collab.npy"
+        write_precomputed(path, tokens[:items] if items else tokens, dim=width)
+        work.argv.append(f"--llmemb_collab={path}")
 
     setup.__name__ = f"llmemb_collab_{width}_{items}"
     return setup
@@ -797,14 +796,6 @@ CASES = [
         ("hidden_size",),
     ),
     Case(
-        "llmemb-no-collab",
-        "`-m LLMEmb` without `llmemb_collab` (alignment on, the default)",
-        errors.ConfigError,
-        "`llmemb_collab` is not set: give the table of an ID-only backbone trained on the same data",
-        llmemb_collab(),
-        ("llmemb_align_alpha: 0",),
-    ),
-    Case(
         "llmemb-collab-width",
         "`-m LLMEmb --llmemb_collab=<a 16-column table>` with a 32-wide backbone",
         errors.ConfigError,
@@ -1029,6 +1020,13 @@ class Behaviour:
 
 
 BEHAVIOURS = (
+    Behaviour(
+        "`-m LLMEmb` without `llmemb_collab` (alignment on, the default)",
+        "no error: the ID-only SASRec it aligns with (RandInit, the run's data, split, seed and training settings) "
+        "is trained first, once: “LLMEmb: no `llmemb_collab` given: training the ID-only SASRec (RandInit) …”, then "
+        "“collaborative table cache hit”",
+        "tests/test_llmemb.py::test_without_a_collaborative_table_a_randinit_sasrec_is_trained_first_and_cached",
+    ),
     Behaviour(
         "`--nproc=2` on a machine without GPUs (RecBole's DDP path needs one GPU per process)",
         "no error: the two workers join a gloo group on the CPU; one encodes the item text, the other waits on the "

@@ -158,7 +158,6 @@ def test_pca_width_is_clipped_to_the_encoder_and_logged(ml_slice, tmp_path, capl
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"llmemb_align_alpha": 0.01}, "`llmemb_collab` is not set"),
         ({"llmemb_collab": "/nonexistent/table.npy"}, "option `llmemb_collab`: file '/nonexistent/table.npy'"),
         ({"llmemb_align_alpha": 0.0, "item_norm": "init"}, "`item_norm: init`"),
         ({"llmemb_align_alpha": 0.0, "scft_lora_targets": 3}, "option `scft_lora_targets`"),
@@ -264,3 +263,23 @@ def test_scft_without_peft_names_the_package_before_any_data_is_read(ml_slice, t
     with pytest.raises(ConfigError, match=r"needs the peft library: pip install 'peft>=0.21,<0.22'"):
         build_config("LLMEmb", name, config_dict=config)
     build_config("LLMEmb", name, config_dict={**config, "llmemb_scft": False})  # w/o SCFT needs no peft
+
+
+def test_without_a_collaborative_table_a_randinit_sasrec_is_trained_first_and_cached(ml_slice, in_tmp, caplog):
+    """`-m LLMEmb` with no `llmemb_collab`: their pipeline's first step (an ID-only SASRec on the
+    same data, split and seed) runs once, its table is cached, and the LLMEmb model is the same
+    as with that table named explicitly."""
+    data_path, name = ml_slice
+    config = rat_config(data_path, name, in_tmp, embedding_cache_dir=str(in_tmp / "cache"), seed=11)
+    caplog.set_level("INFO")
+    first = prepare(build_config("LLMEmb", name, config_dict=config))
+    assert "training the ID-only SASRec (RandInit)" in caplog.text
+    (table,) = (in_tmp / "cache").glob(f"{name}-collab-*.npy")
+    caplog.clear()
+    again = prepare(build_config("LLMEmb", name, config_dict=config))
+    assert "collaborative table cache hit" in caplog.text and "training the ID-only" not in caplog.text
+    named = prepare(build_config("LLMEmb", name, config_dict={**config, "llmemb_collab": str(table)}))
+    for run in (again, named):
+        torch.testing.assert_close(run.model.collab_table, first.model.collab_table)
+        for key, value in first.model.state_dict().items():
+            assert torch.equal(value, run.model.state_dict()[key]), key
