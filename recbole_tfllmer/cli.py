@@ -79,7 +79,6 @@ def export_item_table_main(argv):
 
 
 def main(argv=None):
-    as_process = argv is None  # the script / console entry point, not a call from Python
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export-item-table"]:
         return export_item_table_main(argv[1:])
@@ -107,24 +106,8 @@ def main(argv=None):
             "recbole-tfllmer: interrupted (Ctrl-C); the best model so far is in the run's checkpoint under "
             "`checkpoint_dir` (load it with recbole_tfllmer.load_data_and_model)"
         )
-        if as_process:
-            exit_now(130)
         return 130
     return 0
-
-
-def exit_now(status):
-    """Flush what was said and end the process without interpreter shutdown: after an interrupt
-    the exit hooks of libraries that were cut off mid-call (RecBole's tensorboard writer, torch)
-    can block; a CI rehearsal on a loaded machine saw a run still alive 60 s after its SIGINT.
-    Checkpoints and caches are written atomically, so nothing on disk is half-written."""
-    import os
-
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(status)
 
 
 def report(message):
