@@ -28,7 +28,7 @@ from recbole_tfllmer.allmrec.stage1 import CollabTextAlignment, last_training_ro
 from recbole_tfllmer.errors import ConfigError
 from recbole_tfllmer.options import plugin_options
 from recbole_tfllmer.text.encoders import config_value
-from recbole_tfllmer.text.hook import _reader_options, dataset_item_tokens, item_file_of
+from recbole_tfllmer.text.hook import dataset_item_tokens, item_file_of, reader_options
 from recbole_tfllmer.text.item_text import read_item_table
 
 BETAS = (0.9, 0.98)  # Adam betas of both stages in their code
@@ -37,7 +37,7 @@ BETAS = (0.9, 0.98)  # Adam betas of both stages in their code
 def item_titles(config, dataset, field):
     """Title of every internal item id ('No Title' where the .item file has none, as their code)."""
     try:
-        table = read_item_table(item_file_of(config), dataset.iid_field, [field], **_reader_options(config))
+        table = read_item_table(item_file_of(config), dataset.iid_field, [field], **reader_options(config))
     except Exception as err:  # the reader's errors name the file; say which option chose the field
         raise ConfigError(f"option `allmrec_title_field` ({field!r}): {err}") from None
     return [""] + [(table.get(t) or {}).get(field) or "No Title" for t in dataset_item_tokens(dataset)[1:]]

@@ -6,7 +6,7 @@ from torch import nn
 
 from recbole_tfllmer.errors import ConfigError
 from recbole_tfllmer.text.encoders import config_value, ensure_pad_token, pool_hidden_states, resolve_model_path
-from recbole_tfllmer.text.hook import _reader_options, _text_fields, dataset_item_tokens, item_file_of
+from recbole_tfllmer.text.hook import dataset_item_tokens, item_file_of, reader_options, text_fields_of
 from recbole_tfllmer.text.item_text import item_texts_from_file
 
 
@@ -25,10 +25,10 @@ class FineTunedTextEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config, dataset):
-        fields = _text_fields(config)
+        fields = text_fields_of(config)
         template = config_value(config, "text_template")
         texts, _ = item_texts_from_file(
-            item_file_of(config), dataset.iid_field, fields, template, **_reader_options(config)
+            item_file_of(config), dataset.iid_field, fields, template, **reader_options(config)
         )
         tokens = dataset_item_tokens(dataset)
         missing = [t for t in tokens[1:] if not texts.get(t)]

@@ -13,12 +13,12 @@ from recbole_tfllmer.llmemb.prompts import attribute_lists_from_file, full_promp
 from recbole_tfllmer.options import plugin_options
 from recbole_tfllmer.text.encoders import build_text_encoder, config_value
 from recbole_tfllmer.text.hook import (
-    _reader_options,
-    _text_fields,
     compute_item_embeddings_with_info,
     dataset_item_tokens,
     embed_item_texts,
     item_file_of,
+    reader_options,
+    text_fields_of,
 )
 from recbole_tfllmer.text.store import resolve_cache_dir
 
@@ -30,7 +30,7 @@ def llmemb_item_embeddings(config, dataset):
         return compute_item_embeddings_with_info(config, dataset)
     llmemb = options.llmemb
     attributes, fields = attribute_lists_from_file(
-        item_file_of(config), dataset.iid_field, _text_fields(config), llmemb.prompt, **_reader_options(config)
+        item_file_of(config), dataset.iid_field, text_fields_of(config), llmemb.prompt, **reader_options(config)
     )
     prompts = {token: full_prompt(attrs, llmemb.prompt) for token, attrs in attributes.items() if attrs}
     tokens = dataset_item_tokens(dataset)

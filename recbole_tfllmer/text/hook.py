@@ -63,7 +63,8 @@ def dataset_item_tokens(dataset):
     return [str(t) for t in dataset.id2token(dataset.iid_field, ids)]
 
 
-def _text_fields(config):
+def text_fields_of(config):
+    """`text_fields` as a list of .item fields (None = every text field), checked."""
     fields = config_value(config, "text_fields")
     if fields is None:
         return None
@@ -75,7 +76,8 @@ def _text_fields(config):
     return fields
 
 
-def _reader_options(config):
+def reader_options(config):
+    """The .item reader's separators and encoding, from the RecBole config (every method reads .item this way)."""
     return dict(
         field_separator=config_value(config, "field_separator", "\t"),
         seq_separator=config_value(config, "seq_separator", " "),
@@ -170,7 +172,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     """`ItemEmbeddings` for the built dataset; `encoder` overrides `build_text_encoder(config)`."""
     t0 = time.perf_counter()
     policy = _missing_policy(config)
-    opts = _reader_options(config)
+    opts = reader_options(config)
     iid_field = dataset.iid_field
     tokens = dataset_item_tokens(dataset)
     n = len(tokens)
@@ -206,7 +208,7 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
 
     item_file = item_file_of(config)
     template = config_value(config, "text_template")
-    texts_by_token, fields = item_texts_from_file(item_file, iid_field, _text_fields(config), template, **opts)
+    texts_by_token, fields = item_texts_from_file(item_file, iid_field, text_fields_of(config), template, **opts)
 
     def encoder_for(rows):  # built only once the texts are known to be usable
         return encoder if encoder is not None else build_text_encoder(config)
