@@ -310,3 +310,53 @@ def test_scft_learns_on_a_fixed_small_set_views_of_one_item_end_closer_than_view
     untrained.prepare()
     trained_margin, encoder = view_margin(), untrained
     assert trained_margin > view_margin()  # fine-tuning widened the gap
+
+
+class _CrashAfterSave(SCFTEncoder):
+    """Dies (as a killed board would) right after its `crash_at`-th step's progress is on disk."""
+
+    crash_at = 3
+
+    def _save_progress(self, done, *args):
+        super()._save_progress(done, *args)
+        if done == self.crash_at:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_scft_resumes_to_the_uninterrupted_adapter(tiny_llama_dir, catalogue, tmp_path, caplog):
+    attributes = catalogue[1]
+    prompts = [full_prompt(a) for a in attributes]
+    recipe = SCFTRecipe(batch_size=4, grad_accum=2, max_steps=6, max_length=32, lr=5e-3, lora_dropout=0.3)
+    reference = SCFTEncoder(tiny_llama_dir, attributes, recipe, device="cpu")
+    expected = reference.encode(prompts)
+
+    adapter_dir = tmp_path / "adapter"
+    crashing = _CrashAfterSave(tiny_llama_dir, attributes, recipe, adapter_dir=adapter_dir, progress_seconds=0)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.prepare()
+    progress = tmp_path / "adapter.progress.pth"
+    assert progress.is_file() and not adapter_dir.exists()  # unfinished: progress only, no adapter
+
+    caplog.set_level("INFO")
+    resumed = SCFTEncoder(tiny_llama_dir, attributes, recipe, adapter_dir=adapter_dir, device="cpu")
+    vectors = resumed.encode(prompts)
+    assert "SCFT resumed at step 3/6" in caplog.text
+    assert resumed.train_report["resumed_at_step"] == 3 and resumed.train_report["steps"] == 6
+    np.testing.assert_array_equal(vectors, expected)  # bit for bit the uninterrupted run
+    assert resumed.train_report["last_loss"] == reference.train_report["last_loss"]
+    assert resumed.tau_value() == reference.tau_value()
+    assert (adapter_dir / ADAPTER_MANIFEST).is_file() and not progress.exists()  # saved, progress dropped
+
+
+def test_progress_of_another_recipe_is_ignored(tiny_llama_dir, catalogue, tmp_path, caplog):
+    attributes = catalogue[1]
+    recipe = SCFTRecipe(batch_size=4, grad_accum=1, max_steps=4, max_length=32, lr=5e-3)
+    crashing = _CrashAfterSave(tiny_llama_dir, attributes, recipe, adapter_dir=tmp_path / "a", progress_seconds=0)
+    crashing.crash_at = 2
+    with pytest.raises(KeyboardInterrupt):
+        crashing.prepare()
+    caplog.set_level("INFO")
+    other = SCFTRecipe(**(recipe.as_dict() | {"seed": 9}))
+    fresh = SCFTEncoder(tiny_llama_dir, attributes, other, adapter_dir=tmp_path / "a", device="cpu").prepare()
+    assert "belongs to another recipe or catalogue: training from step 0" in caplog.text
+    assert fresh.train_report["resumed_at_step"] == 0 and not (tmp_path / "a.progress.pth").exists()

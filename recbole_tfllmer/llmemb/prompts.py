@@ -123,6 +123,16 @@ def check_drop_ratio(drop_ratio):
     return rho
 
 
+def python_rng_state(rng):
+    """A `random.Random`'s state as plain lists and ints (loads with torch's weights_only)."""
+    version, internal, gauss_next = rng.getstate()
+    return {"version": version, "state": list(internal), "gauss_next": gauss_next}
+
+
+def set_python_rng_state(rng, state):
+    rng.setstate((state["version"], tuple(state["state"]), state["gauss_next"]))
+
+
 class ViewSampler:
     """Pairs of views per item, drawn afresh on every call or once per item.
 
@@ -153,6 +163,13 @@ class ViewSampler:
         if i not in self._fixed:
             self._fixed[i] = self._draw_pair(i, random.Random(f"scft-views:{self.seed}:{i}"))
         return self._fixed[i]
+
+    def state(self):
+        """The resampling stream's position (fixed pairs depend only on (seed, i) and are redrawn)."""
+        return python_rng_state(self._rng)
+
+    def restore(self, state):
+        set_python_rng_state(self._rng, state)
 
     def _draw_pair(self, i, rng):
         attributes = self.attributes_per_item[i]

@@ -32,7 +32,13 @@ import numpy as np
 from recbole_tfllmer.atomic import atomic_write_text, is_out_of_space, out_of_space_error
 from recbole_tfllmer.errors import CheckpointError, ConfigError
 from recbole_tfllmer.llmemb.losses import LOSSES, contrastive_loss
-from recbole_tfllmer.llmemb.prompts import PromptFormat, ViewSampler, check_drop_ratio
+from recbole_tfllmer.llmemb.prompts import (
+    PromptFormat,
+    ViewSampler,
+    check_drop_ratio,
+    python_rng_state,
+    set_python_rng_state,
+)
 from recbole_tfllmer.options import BY_NAME, check_value
 from recbole_tfllmer.text.encoders import (
     _resolve_device,
@@ -182,20 +188,45 @@ def _canonical(obj):
     return json.loads(json.dumps(obj, sort_keys=True))
 
 
-def item_batches(items, batch_size, rng):
+class ItemBatches:
     """Endless batches of distinct items, the catalogue reshuffled by `rng` at every pass.
 
     A trailing batch of a single item is skipped: it has no in-batch negative, so its loss is
-    identically 0 and it would only spend a forward pass."""
-    items = list(items)
-    size = min(batch_size, len(items))
-    while True:
-        order = items[:]
-        rng.shuffle(order)
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
+    identically 0 and it would only spend a forward pass. `state()`/`restore()` carry the
+    position and the shuffle stream, so a resumed SCFT sees the batches the interrupted one
+    would have seen next."""
+
+    def __init__(self, items, batch_size, rng):
+        self.items = list(items)
+        self.size = min(batch_size, len(self.items))
+        self.rng = rng
+        self.order, self.position = [], 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            if self.position >= len(self.order):
+                self.order = self.items[:]
+                self.rng.shuffle(self.order)
+                self.position = 0
+            batch = self.order[self.position : self.position + self.size]
+            self.position += self.size
             if len(batch) >= 2:
-                yield batch
+                return batch
+
+    def state(self):
+        return {"rng": python_rng_state(self.rng), "order": list(self.order), "position": self.position}
+
+    def restore(self, state):
+        set_python_rng_state(self.rng, state["rng"])
+        self.order, self.position = list(state["order"]), int(state["position"])
+
+
+def item_batches(items, batch_size, rng):
+    """`ItemBatches(items, batch_size, rng)`: the batch stream SCFT trains on."""
+    return ItemBatches(items, batch_size, rng)
 
 
 def tokenizer_needs_eos(tokenizer):
@@ -264,7 +295,8 @@ class SCFTEncoder:
     to embed, normally the items' full prompts. Vectors are the pooled last hidden states,
     unnormalised unless `normalize` (the raw norms are what the rest of the plugin studies).
     `adapter_dir`, when given, keeps the LoRA weights: a later encoder with the same identity
-    loads them instead of training again.
+    loads them instead of training again; an interrupted training resumes from its last
+    progress save (every `progress_seconds`, beside `adapter_dir`).
     """
 
     kind = "scft"
@@ -283,6 +315,7 @@ class SCFTEncoder:
         adapter_dir=None,
         show_progress=False,
         allow_download=False,
+        progress_seconds=120,
     ):
         self.allow_download = bool(allow_download)
         self.model_path = resolve_model_path(model_path, self.allow_download)
@@ -297,6 +330,7 @@ class SCFTEncoder:
         self.normalize = bool(normalize)
         self.adapter_dir = os.path.abspath(os.path.expanduser(str(adapter_dir))) if adapter_dir else None
         self.show_progress = bool(show_progress)
+        self.progress_seconds = float(progress_seconds)
         self.model = None
         self.tokenizer = None
         self.tau = None
@@ -492,7 +526,12 @@ class SCFTEncoder:
         return params + ([self.tau] if self.tau is not None else [])
 
     def _fit(self):
-        """Train LoRA (and tau) on attribute-drop pairs; returns the train report."""
+        """Train LoRA (and tau) on attribute-drop pairs; returns the train report.
+
+        With an `adapter_dir`, the whole training state (LoRA weights, tau, optimizer, schedule,
+        batch and view streams, torch RNG) is saved beside it every `progress_seconds`, and a
+        later run with the same identity continues from there: the adapter it ends with is the
+        one the uninterrupted run would have trained, bit for bit."""
         import torch
         from tqdm.auto import tqdm
 
@@ -505,19 +544,101 @@ class SCFTEncoder:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total))
         sampler = ViewSampler(self.attributes, recipe.drop_ratio, recipe.seed, recipe.resample_views, self.fmt)
         batches = item_batches(items, recipe.batch_size, random.Random(recipe.seed))
-        self._log_start(len(items), total, n_trainable)
-        losses, t0 = [], time.perf_counter()
+        streams = {"optimizer": optimizer, "scheduler": scheduler, "sampler": sampler, "batches": batches}
         every = max(1, total // 10)
         self.model.train()
         with seeded_torch_rng(recipe.seed, self.device):
-            for step in tqdm(range(total), desc="SCFT", disable=not self.show_progress):
+            done, losses, spent = self._load_progress(total, streams)
+            self._log_start(len(items), total, n_trainable, done)
+            t0, saved_at = time.perf_counter() - spent, time.perf_counter()
+            steps = range(done, total)
+            for step in tqdm(steps, desc="SCFT", initial=done, total=total, disable=not self.show_progress):
                 losses.append(self._step(step, batches, sampler, optimizer, scheduler, params))
                 if (step + 1) % every == 0 and step + 1 < total:
                     self._log_progress(step + 1, total, losses[-1], optimizer, time.perf_counter() - t0)
+                if step + 1 < total and time.perf_counter() - saved_at >= self.progress_seconds:
+                    self._save_progress(step + 1, total, streams, losses, time.perf_counter() - t0)
+                    saved_at = time.perf_counter()
         self.model.eval()
         report = self._report(total, time.perf_counter() - t0, losses, adapter_loaded=False)
+        report["resumed_at_step"] = done
         self._log_end(report)
         return report
+
+    # ----------------------------------------------------------------- mid-training progress
+    @property
+    def progress_path(self):
+        """Where an unfinished SCFT keeps its state: beside the adapter dir, removed once it is saved."""
+        return f"{self.adapter_dir}.progress.pth" if self.adapter_dir else None
+
+    def _save_progress(self, done, total, streams, losses, seconds):
+        import torch
+
+        from recbole_tfllmer.checkpoint import atomic_torch_save
+
+        state = {
+            "format": ADAPTER_FORMAT,
+            "identity": _canonical(self.identity),
+            "done": done,
+            "total": total,
+            "lora": {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad},
+            "tau": None if self.tau is None else self.tau.detach().cpu().clone(),
+            "optimizer": streams["optimizer"].state_dict(),
+            "scheduler": streams["scheduler"].state_dict(),
+            "sampler": streams["sampler"].state(),
+            "batches": streams["batches"].state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.startswith("cuda") else None,
+            "losses": list(losses),
+            "seconds": float(seconds),
+        }
+        os.makedirs(os.path.dirname(self.progress_path), exist_ok=True)
+        atomic_torch_save(state, self.progress_path)
+
+    def _load_progress(self, total, streams):
+        """(steps done, losses so far, seconds spent) from a matching progress file, else (0, [], 0.0).
+
+        A file of another identity, or one that does not load, is ignored (and logged): the run
+        then trains from step 0 and overwrites it at its first save."""
+        import torch
+
+        path = self.progress_path
+        if path is None or not os.path.isfile(path):
+            return 0, [], 0.0
+        log = logging.getLogger()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            matches = (
+                isinstance(state, dict)
+                and state.get("format") == ADAPTER_FORMAT
+                and state.get("identity") == _canonical(self.identity)
+                and state.get("total") == total
+            )
+        except Exception as e:  # a damaged file costs only the steps it held
+            log.info(f"SCFT progress {path} cannot be read ({type(e).__name__}): training from step 0")
+            return 0, [], 0.0
+        if not matches:
+            log.info(f"SCFT progress {path} belongs to another recipe or catalogue: training from step 0")
+            return 0, [], 0.0
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["lora"].items():
+                named[name].copy_(value.to(named[name].device))
+            if self.tau is not None and state["tau"] is not None:
+                self.tau.copy_(state["tau"].to(self.tau.device))
+        streams["optimizer"].load_state_dict(state["optimizer"])
+        streams["scheduler"].load_state_dict(state["scheduler"])
+        streams["sampler"].restore(state["sampler"])
+        streams["batches"].restore(state["batches"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        log.info(f"SCFT resumed at step {state['done']}/{total} from {path}")
+        return int(state["done"]), list(state["losses"]), float(state["seconds"])
+
+    def _drop_progress(self):
+        if self.progress_path and os.path.exists(self.progress_path):
+            os.remove(self.progress_path)
 
     def _training_items(self):
         """Indices of the items SCFT trains on: those with at least one attribute."""
@@ -566,10 +687,11 @@ class SCFTEncoder:
         scheduler.step()
         return step_loss
 
-    def _log_start(self, n_items, total, n_trainable):
+    def _log_start(self, n_items, total, n_trainable, done=0):
         r = self.recipe
+        resumed = f" (resuming after step {done})" if done else ""
         logging.getLogger().info(
-            f"SCFT of {self.model_name}: {total} steps of {r.grad_accum} x {r.batch_size} pairs over {n_items} items "
+            f"SCFT of {self.model_name}{resumed}: {total} steps of {r.grad_accum} x {r.batch_size} pairs over {n_items} items "
             f"on {self.device} ({self.dtype}); loss {r.loss}, tau {r.tau_init} "
             f"({'learnable' if r.tau_learnable else 'fixed'}), LoRA r={r.lora_r} on {r.lora_targets}, "
             f"{n_trainable} trainable parameters"
@@ -640,6 +762,7 @@ class SCFTEncoder:
             atomic_write_text(os.path.join(tmp, ADAPTER_MANIFEST), json.dumps(manifest, indent=1))
             _fsync_files(tmp)
             _replace_dir(tmp, self.adapter_dir)
+            self._drop_progress()
         except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
             if is_out_of_space(err):
