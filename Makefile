@@ -44,6 +44,7 @@ ONLY ?=
 converged: $(STAMP)
 	mkdir -p $(HOME)/.cache/recbole_tfllmer
 	for b in $(CONVERGED); do \
+	  if pgrep -f "leaderboards/$$b.yaml" >/dev/null; then echo "$$b: already running (add a worker by hand if you want two)"; continue; fi; \
 	  nohup $(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/$$b.yaml --threads 1 --no-plots \
 	    $(if $(ONLY),--only $(ONLY)) >> $(HOME)/.cache/recbole_tfllmer/$$b.log 2>&1 & \
 	done
