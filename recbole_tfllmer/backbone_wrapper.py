@@ -50,7 +50,7 @@ class BackboneWrapper(SequentialRecommender):
     def install_normalisation(self, tables):
         """`item_norm` on every table: r * w / ||w|| at every use (always) or once (init)."""
         norm = self.options.norm
-        scale = norm.scale_for(tables[0].embedding_dim)
+        scale = norm.scale_for(tables[0].embedding_dim, self.spec.sequence_layer_norm)
         self._warn_if_degenerate_norm(norm.mode, scale)
         for table in tables:
             if norm.mode == "always":

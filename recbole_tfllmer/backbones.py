@@ -41,6 +41,11 @@ class BackboneSpec:
     negatives: str = NEGATIVES_WITH_BPR
     # The option that sets the item table's width (RecBole's backbones use either).
     width_option: str = "embedding_size"
+    # The sequence vector leaves a LayerNorm (Transformer layers), so it has norm ~ sqrt(d) and
+    # the logits r * ||h|| are large already: `item_norm_scale: auto` keeps r = 1 (SASRec's measured
+    # best). Backbones without it (RNNs, CNNs, ...) get r = sqrt(d) (GRU4Rec's), README "Choosing
+    # TF-LLMER's defaults".
+    sequence_layer_norm: bool = False
     # What a user should know (shown in the README's backbone table).
     note: str = ""
 
@@ -60,11 +65,12 @@ _REG_CONSTANT = "its L2 penalty on the item table is a constant under normalisat
 SUPPORTED_BACKBONES = {
     spec.name: spec
     for spec in [
-        BackboneSpec("SASRec", width_option="hidden_size"),
+        BackboneSpec("SASRec", width_option="hidden_size", sequence_layer_norm=True),
         BackboneSpec("GRU4Rec", note="the item table has `embedding_size` columns (`hidden_size` is the GRU's)"),
         BackboneSpec(
             "BERT4Rec",
             width_option="hidden_size",
+            sequence_layer_norm=True,
             extra_rows=1,
             negatives=NEGATIVES_OWN,
             note="n_items + 1 rows: the [mask] row is normalised like an item; scores add a "
@@ -74,9 +80,10 @@ SUPPORTED_BACKBONES = {
         BackboneSpec("STAMP"),
         BackboneSpec("Caser", note=f"{_USER_TABLE}; {_REG_CONSTANT}"),
         BackboneSpec("NextItNet", note=f"{_REG_CONSTANT}; `block_num` x len(`dilations`) residual blocks"),
-        BackboneSpec("LightSANs", width_option="hidden_size"),
+        BackboneSpec("LightSANs", width_option="hidden_size", sequence_layer_norm=True),
         BackboneSpec(
             "CORE",
+            sequence_layer_norm=True,
             note="CE only; CORE already L2-normalises item vectors in its loss and full_sort_predict "
             "and divides by `temperature`, so `item_norm_scale` does not change those scores "
             "(it does scale the session-encoder input and RecBole's un-normalised `predict`)",
@@ -84,6 +91,7 @@ SUPPORTED_BACKBONES = {
         BackboneSpec(
             "FEARec",
             width_option="hidden_size",
+            sequence_layer_norm=True,
             note="needs `n_layers` >= 2 (its frequency filters divide by n_layers - 1); "
             "contrastive terms stay off unless `contrast` is set",
         ),
@@ -114,8 +122,8 @@ SUPPORTED_BACKBONES = {
             "negatives with the input table",
         ),
         BackboneSpec("GRU4RecF", note=_FEATURES),
-        BackboneSpec("SASRecF", width_option="hidden_size", note=_FEATURES),
-        BackboneSpec("FDSA", width_option="hidden_size", note=_FEATURES),
+        BackboneSpec("SASRecF", width_option="hidden_size", sequence_layer_norm=True, note=_FEATURES),
+        BackboneSpec("FDSA", width_option="hidden_size", sequence_layer_norm=True, note=_FEATURES),
     ]
 }
 

@@ -68,6 +68,7 @@ GROUP_METHODS = {
 
 ITEM_INIT_CHOICES = ("random", "pca", "rec_pca")
 ITEM_NORM_CHOICES = ("always", "init", "none")
+NORM_SCALE_AUTO = "auto"
 MISSING_TEXT_POLICIES = ("error", "zero", "mean")
 TEXT_ENCODER_TYPES = ("auto", "sentence-transformers", "transformers")
 TEXT_POOLINGS = ("mean", "last", "cls")
@@ -246,14 +247,15 @@ OPTIONS = (
     ),
     Option(
         "item_norm_scale",
-        1.0,
-        "the norm r of every item vector; ~ = sqrt(d) (8 at d = 64), which GRU4Rec preferred but SASRec did not "
-        "(README)",
+        "auto",
+        "the norm r of every item vector; auto = the backbone's rule: 1 where its sequence vector leaves a "
+        "LayerNorm (SASRec and the other Transformers), sqrt(d) (8 at d = 64) otherwise (GRU4Rec, ...), what "
+        "validation chose for each (README); ~ = sqrt(d)",
         "norm",
-        "number",
-        positive=True,
+        "checked",
         nullable=True,
-        hint="the norm r of every item vector, e.g. 8.0, or ~ for sqrt(d)",
+        values="auto or a number > 0",
+        hint="the norm r of every item vector, e.g. 8.0, ~ for sqrt(d), or auto",
     ),
     Option("item_norm_learnable", False, "learn r (one scalar) jointly with the model", "norm", "bool"),
     # -- running -----------------------------------------------------------------------------
@@ -634,13 +636,16 @@ class NormOptions:
     """Item-embedding normalisation (item_tables.py)."""
 
     mode: str
-    scale: float  # None = sqrt(d), resolved by `scale_for` once the item table's width is known
+    scale: object  # a number, None = sqrt(d), or "auto"; resolved by `scale_for` once the table is known
     learnable: bool
 
-    def scale_for(self, dim):
-        """r for d-dimensional item vectors: the set value, or sqrt(d) for `~` (the norm of a
-        vector with unit-scale coordinates; GRU4Rec's validation chose r = 3-10 at d = 64, while
-        SASRec trained best at the default r = 1: README)."""
+    def scale_for(self, dim, sequence_layer_norm):
+        """r for d-dimensional item vectors: the set value; sqrt(d) for `~` (the norm of a vector
+        with unit-scale coordinates); for `auto`, 1 when the backbone's sequence vector leaves a
+        LayerNorm (SASRec trained best at r = 1) and sqrt(d) otherwise (GRU4Rec's validation chose r = 3-10 at
+        d = 64): README, "Choosing TF-LLMER's defaults"."""
+        if self.scale == NORM_SCALE_AUTO:
+            return 1.0 if sequence_layer_norm else math.sqrt(dim)
         return float(self.scale) if self.scale is not None else math.sqrt(dim)
 
 
@@ -707,11 +712,23 @@ def _cross_checks(v, model):
         _llmemb_checks(v)
     if model == "ALLMRec":
         return
+    _check_norm_scale(v["item_norm_scale"])
     if v["item_norm_learnable"] and v["item_norm"] != "always":
         raise ConfigError(
             "conflicting options: `item_norm_learnable: true` learns the norm of the item vectors, "
             f"which needs `item_norm: always` (got `item_norm: {v['item_norm']}`). Set "
             "`item_norm: always`, or `item_norm_learnable: false`."
+        )
+
+
+def _check_norm_scale(value):
+    """`item_norm_scale`: auto, ~ (None) or a finite number > 0."""
+    if value is None or value == NORM_SCALE_AUTO:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"option `item_norm_scale` must be auto, ~ (sqrt(d)) or a finite number > 0 (the norm r of every item "
+            f"vector, e.g. 8.0), got {value!r}"
         )
 
 
@@ -892,7 +909,9 @@ def validate_options(config):
         else None,
         norm=NormOptions(
             mode=v["item_norm"],
-            scale=None if v["item_norm_scale"] is None else float(v["item_norm_scale"]),
+            scale=v["item_norm_scale"]
+            if v["item_norm_scale"] in (None, NORM_SCALE_AUTO)
+            else float(v["item_norm_scale"]),
             learnable=v["item_norm_learnable"],
         )
         if model != "ALLMRec"

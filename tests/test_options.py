@@ -52,7 +52,9 @@ def test_every_declaration_is_complete_and_unique():
         ("item_init", "pcaa", "option `item_init` must be one of random, pca, rec_pca; got 'pcaa'"),
         ("text_batch_size", 0, "option `text_batch_size` must be >= 1, got 0"),
         ("text_max_length", 1.5, "option `text_max_length` must be an integer, got 1.5"),
-        ("item_norm_scale", float("inf"), "option `item_norm_scale` must be a finite number"),
+        ("item_norm_scale", float("inf"), "option `item_norm_scale` must be auto, ~ (sqrt(d)) or a finite number > 0"),
+        ("item_norm_scale", "big", "option `item_norm_scale` must be auto, ~ (sqrt(d)) or a finite number > 0"),
+        ("item_norm_scale", 0, "(the norm r of every item vector, e.g. 8.0), got 0"),
         ("text_allow_download", "yes", "option `text_allow_download` must be true or false, got 'yes'"),
         ("init_scale", -1.0, "option `init_scale` must be > 0 (the mean row norm"),
     ],
@@ -68,11 +70,15 @@ def test_typed_records_carry_the_values_and_pca_runs_without_graph_weight():
         {**options.DEFAULTS, "item_init": "pca", "rec_pca_alpha": 0.7, "item_norm_scale": 3}
     )
     assert opts.init.alpha == 0.0 and opts.init.uses_llm_vectors
-    assert opts.norm.scale_for(64) == 3.0 and opts.graph.window == 1 and opts.text.encoder == "all-MiniLM-L6-v2"
+    assert opts.norm.scale_for(64, True) == opts.norm.scale_for(64, False) == 3.0  # a set r is kept
+    assert opts.graph.window == 1 and opts.text.encoder == "all-MiniLM-L6-v2"
     defaults = options.validate_options(dict(options.DEFAULTS))
     assert defaults.init.alpha == 0.0 and defaults.init.formulation == "item_space"
-    assert defaults.norm.scale_for(64) == 1.0
-    assert options.validate_options({**options.DEFAULTS, "item_norm_scale": None}).norm.scale_for(64) == 8.0  # sqrt(d)
+    # auto: r = 1 behind a LayerNorm'd sequence vector (SASRec), sqrt(d) otherwise (GRU4Rec)
+    assert defaults.norm.scale == "auto"
+    assert defaults.norm.scale_for(64, True) == 1.0 and defaults.norm.scale_for(64, False) == 8.0
+    unset = options.validate_options({**options.DEFAULTS, "item_norm_scale": None}).norm
+    assert unset.scale_for(64, True) == 8.0 and unset.scale_for(100, False) == 10.0  # ~ = sqrt(d) on any backbone
     assert options.validate_options({**options.DEFAULTS, "rec_pca_alpha": 0.7}).init.alpha == 0.7
 
 

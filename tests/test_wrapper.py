@@ -85,6 +85,26 @@ def test_scores_use_normalised_items_after_training(ml_slice, in_tmp):
     assert torch.allclose(scores, h @ weight[: model.n_items].T, atol=1e-4)
 
 
+@pytest.mark.parametrize("backbone, expected_r", [("SASRec", 1.0), ("GRU4Rec", 8.0)])
+def test_default_norm_follows_the_backbones_sequence_scale(ml_slice, tmp_path, backbone, expected_r):
+    """`item_norm_scale: auto` gives r = 1 where the sequence vector leaves a LayerNorm (norm ~ sqrt(d)
+    already) and sqrt(d) where it does not: the table's flag must match what the backbone computes."""
+    config, _, train_data, _, test_data = prepared(
+        ml_slice, tmp_path, backbone=backbone, item_init="pca", embedding_size=64, hidden_size=64
+    )
+    assert config["item_norm_scale"] == "auto"
+    model = build_model(config, train_data).eval()
+    assert model.init_report.item_norm_scale == expected_r
+    weight = model.item_table.weight
+    assert torch.allclose(weight[1:].norm(dim=1), torch.full((weight.shape[0] - 1,), expected_r), atol=1e-4)
+    with torch.no_grad():
+        h_norm = sequence_representation(model, next(iter(test_data))[0]).norm(dim=1).mean().item()
+    if model.spec.sequence_layer_norm:
+        assert 0.7 * 8.0 < h_norm < 1.3 * 8.0  # LayerNorm output: norm ~ sqrt(d)
+    else:
+        assert h_norm < 0.5 * 8.0  # GRU4Rec's dense projection of a tanh state: well below sqrt(d)
+
+
 def test_graph_must_come_from_the_training_split(ml_slice, tmp_path):
     config, dataset, train_data, valid_data, _ = prepared(ml_slice, tmp_path, rec_pca_alpha=0.35)
     with pytest.raises(GraphError, match="training split"):
