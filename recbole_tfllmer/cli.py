@@ -21,6 +21,9 @@ def options_help():
             lines.append(f"    --{o.name}=... (default {doc_value(o.default)}): {o.help}")
     lines.append("any RecBole option works the same way, e.g. --epochs=20 --learning_rate=0.002")
     lines.append("export a trained model's item table: recbole-tfllmer export-item-table MODEL_FILE OUT.npy")
+    lines.append(
+        "encode item texts only (optionally one shard of N): recbole-tfllmer encode-items -d DATASET --shard I/N"
+    )
     return "\n".join(lines)
 
 
@@ -78,10 +81,64 @@ def export_item_table_main(argv):
     return 0
 
 
+def encode_items_main(argv):
+    """`recbole-tfllmer encode-items -d DATASET [--config_files F] [--shard I/N] [--key=value ...]`:
+    the data hook's encoding on its own, into the same content-hashed cache a training run reads.
+
+    With `--shard I/N` it encodes only every N-th chunk (from chunk I) and does not commit, so N
+    workers on one machine or many (a shared `embedding_cache_dir`; Ray tasks, a job array) split
+    the catalogue; the next run without `--shard` finds every chunk and commits, encoding nothing."""
+    parser = argparse.ArgumentParser(
+        prog="recbole-tfllmer encode-items",
+        description="Encode a dataset's item texts into the embedding cache, as a training run's data hook "
+        "would; --shard I/N encodes one share of the chunks (no commit) for parallel workers.",
+    )
+    parser.add_argument("--model", "-m", default="TFLLMER", help="the plugin model whose options apply (TFLLMER)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: `dataset` in a config file)")
+    parser.add_argument("--config_files", default=None, help="space-separated config files")
+    parser.add_argument("--shard", default=None, help="I/N: encode chunks I, I+N, I+2N, ... and do not commit")
+    args, overrides = parser.parse_known_args(argv)
+    from recbole.utils import init_logger
+
+    from recbole_tfllmer.data.dataset import TFLLMERDataset, needs_text_embeddings
+    from recbole_tfllmer.errors import ConfigError
+    from recbole_tfllmer.quick_start import build_config
+    from recbole_tfllmer.text.hook import compute_item_embeddings_with_info
+    from recbole_tfllmer.text.store import check_shard
+
+    try:
+        if args.model != "TFLLMER":
+            raise ConfigError(
+                f"encode-items runs the data hook of TFLLMER (the text options are the same for every plugin model); "
+                f"got -m {args.model}. LLMEmb's SCFT vectors need its fine-tuned encoder: run LLMEmb itself."
+            )
+        try:
+            shard = check_shard(args.shard)
+        except ValueError as err:
+            raise ConfigError(f"--shard: {err}") from None
+        config = build_config(args.model, args.dataset, split_config_files(args.config_files), cmd_args=overrides)
+        if not needs_text_embeddings(config):
+            raise ConfigError("`item_init: random` uses no item text, so there is nothing to encode")
+        init_logger(config)
+        dataset = TFLLMERDataset(config, embed_items=False)
+        result = compute_item_embeddings_with_info(config, dataset, shard=shard)
+    except TFLLMERError as err:
+        report(f"recbole-tfllmer: error: {err}")
+        return 2
+    if result is None:
+        print(f"shard {shard[0]}/{shard[1]} encoded; run again without --shard (or train) to commit")
+    else:
+        info = result.info
+        print(f"{info.get('cache_file')}: {info.get('n_encoded', 0)} items encoded, cache hit {info.get('cache_hit')}")
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export-item-table"]:
         return export_item_table_main(argv[1:])
+    if argv[:1] == ["encode-items"]:
+        return encode_items_main(argv[1:])
     args, overrides = build_parser().parse_known_args(argv)
     from recbole_tfllmer.quick_start import run
 

@@ -252,3 +252,30 @@ def test_byte_order_marks_and_leading_zero_ids(tmp_path, in_tmp):
     assert f"match an .item id up to leading zeros (e.g. {token!r} in the .inter file, {'00' + token!r}" in str(
         err.value
     )
+
+
+def test_encode_items_shards_then_a_training_run_reads_the_committed_cache(tmp_path, in_tmp, capsys):
+    """`recbole-tfllmer encode-items --shard I/N` on two workers, then a plain `encode-items` commits
+    without encoding, and the dataset a training run builds gets a cache hit with the same vectors."""
+    import yaml
+
+    from recbole_tfllmer.cli import main
+    from recbole_tfllmer.data.dataset import create_dataset as plugin_create_dataset
+    from recbole_tfllmer.quick_start import build_config
+    from tests.conftest import slice_config, write_ml100k_slice
+
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=20)
+    settings = slice_config(data_path, name, tmp_path, item_init="pca", embedding_chunk_size=50)
+    settings["embedding_cache_dir"] = str(tmp_path / "cache")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    argv = ["encode-items", "--config_files", str(config_file)]
+    for shard in ("1/2", "0/2"):
+        assert main([*argv, "--shard", shard]) == 0
+        assert f"shard {shard} encoded" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "0 items encoded, cache hit False" in capsys.readouterr().out  # committed the shards' chunks
+    dataset = plugin_create_dataset(build_config("TFLLMER", name, config_dict=settings))
+    assert dataset.embedding_info["cache_hit"] and dataset.embedding_info["n_encoded"] == 0
+    assert main([*argv, "--shard", "3/2"]) == 2
+    assert "--shard: shard must be I/N with 0 <= I < N" in capsys.readouterr().err

@@ -290,3 +290,31 @@ def test_encoding_logs_progress_over_the_whole_catalogue(encoder, tmp_path, capl
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encoding ")]
     assert [ln.split(": ")[1].split(" items")[0] for ln in lines] == ["4/10", "8/10", "10/10"]
     assert all("s left" in ln for ln in lines) and "(100%)" in lines[-1]
+
+
+def test_shards_split_the_chunks_and_a_plain_run_commits_them_without_a_model(encoder, tmp_path):
+    (tmp_path / "single").mkdir()
+    (tmp_path / "sharded").mkdir()
+    single, _, _ = run(encoder, tmp_path / "single", chunk_size=3)  # 4 chunks: 3 + 3 + 3 + 1 items
+    counts = []
+    for index in (1, 0):  # any order: each worker writes only its own chunks
+        result, info, counting = run(encoder, tmp_path / "sharded", chunk_size=3, shard=(index, 2))
+        assert result is None and not info.cache_hit
+        counts.append(counting.n_texts)
+    assert counts == [3 + 1, 3 + 3]  # shard 1: chunks 1, 3; shard 0: chunks 0, 2
+    npy, js, partial = _paths(encoder, tmp_path / "sharded", chunk_size=3)
+    assert not os.path.exists(js) and len(glob.glob(os.path.join(partial, "chunk-*.npy"))) == 4  # nothing committed
+    again, info, counting = run(encoder, tmp_path / "sharded", chunk_size=3, shard="0/2")
+    assert again is None and counting.n_texts == 0 and info.n_chunks_resumed == 2  # a rerun shard resumes
+
+    fresh = SentenceTransformerEncoder(bundled_model_dir(), device="cpu")
+    matrix, info, counting = run(fresh, tmp_path / "sharded", chunk_size=3)
+    assert info.n_encoded == 0 and info.n_chunks_resumed == 4 and not fresh.loaded  # committed, no model loaded
+    np.testing.assert_array_equal(matrix, single)  # the file one worker alone would have written
+    assert os.path.isfile(js) and not os.path.exists(partial)
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", (0, 0), (-1, 3)])
+def test_a_bad_shard_is_refused(encoder, tmp_path, shard):
+    with pytest.raises(ValueError, match="shard must be I/N with 0 <= I < N"):
+        run(encoder, tmp_path, shard=shard)

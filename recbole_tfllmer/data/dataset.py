@@ -28,12 +28,13 @@ def needs_text_embeddings(config):
 
 
 class TFLLMERDataset(SequentialDataset):
-    def __init__(self, config):
+    def __init__(self, config, embed_items=True):
+        """`embed_items=False` reads the atomic files only (the `encode-items` command encodes itself)."""
         super().__init__(config)
         self.split_name = None
         self._item_text_embeddings = None
         self.embedding_info = {}
-        if needs_text_embeddings(config):
+        if embed_items and needs_text_embeddings(config):
             self._load_item_text_embeddings()
 
     # -- RecBole's file loading, with errors that name the file and the fix --------------

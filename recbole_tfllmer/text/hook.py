@@ -168,8 +168,11 @@ def _apply_missing_policy(matrix, missing_rows, tokens, policy, what, error_clas
     )
 
 
-def compute_item_embeddings_with_info(config, dataset, encoder=None):
-    """`ItemEmbeddings` for the built dataset; `encoder` overrides `build_text_encoder(config)`."""
+def compute_item_embeddings_with_info(config, dataset, encoder=None, shard=None):
+    """`ItemEmbeddings` for the built dataset; `encoder` overrides `build_text_encoder(config)`.
+
+    `shard=(i, n)`: encode only that share of the cache's chunks and return None (see
+    `encode_with_cache`); the run that follows without a shard commits them."""
     t0 = time.perf_counter()
     policy = _missing_policy(config)
     opts = reader_options(config)
@@ -178,6 +181,8 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     n = len(tokens)
 
     precomputed = config_value(config, "precomputed_embeddings")
+    if precomputed and shard is not None:
+        raise ConfigError("`precomputed_embeddings` is set: there is nothing to encode, so no shard to run")
     if precomputed:
         precomputed = os.path.expanduser(str(precomputed))
         beside_data = os.path.join(str(config_value(config, "data_path")), precomputed)
@@ -213,14 +218,16 @@ def compute_item_embeddings_with_info(config, dataset, encoder=None):
     def encoder_for(rows):  # built only once the texts are known to be usable
         return encoder if encoder is not None else build_text_encoder(config)
 
-    return embed_item_texts(config, tokens, texts_by_token, fields, encoder_for, template=template, started=t0)
+    return embed_item_texts(
+        config, tokens, texts_by_token, fields, encoder_for, template=template, started=t0, shard=shard
+    )
 
 
 def item_file_of(config):
     return os.path.join(str(config_value(config, "data_path")), f"{config_value(config, 'dataset')}.item")
 
 
-def embed_item_texts(config, tokens, texts_by_token, fields, encoder_for, template=None, started=None):
+def embed_item_texts(config, tokens, texts_by_token, fields, encoder_for, template=None, started=None, shard=None):
     """`ItemEmbeddings` of one text per item, aligned to `tokens` (internal id order): the
     missing-text policy, then the content-hashed cache (encoding only on a miss).
 
@@ -251,7 +258,10 @@ def embed_item_texts(config, tokens, texts_by_token, fields, encoder_for, templa
             template=template,
             fields=fields,
             chunk_size=_chunk_size(config),
+            shard=shard,
         )
+        if shard is not None:
+            return None
         matrix = np.zeros((n, vectors.shape[1]), dtype=np.float32)
         matrix[present] = vectors
     else:  # nothing to encode: only the policy's fill, but the dimension must still be right

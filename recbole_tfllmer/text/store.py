@@ -250,23 +250,40 @@ def _load_chunk(partial_dir, index, key, start, stop):
 
 
 def encode_with_cache(
-    encoder, tokens, texts, cache_dir, dataset_name, template=None, fields=None, chunk_size=DEFAULT_CHUNK_SIZE
+    encoder,
+    tokens,
+    texts,
+    cache_dir,
+    dataset_name,
+    template=None,
+    fields=None,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    shard=None,
 ):
     """(matrix float32 (n, D) in `tokens` order, EncodeInfo), encoding only on a cache miss.
 
     `encoder` needs `.identity` and `.encode(list[str])`; its `.load()` (if any) is called
-    only on a miss, so a hit costs a checksum, not a model load.
+    only when a chunk really has to be encoded, so a hit (or a commit of chunks that other
+    workers encoded) costs a checksum, not a model load.
+
+    `shard=(index, count)`: encode only the chunks whose number is `index` mod `count` into the
+    partial dir and return `(None, info)` without committing. Workers on several processes or
+    machines (a shared cache dir) each take one shard; any later call without `shard` then
+    finds every chunk, encodes nothing and commits the same file a single run would write.
     """
     t_start = time.perf_counter()
     tokens, texts = [str(t) for t in tokens], list(texts)
     if len(tokens) != len(texts):
         raise ValueError(f"{len(tokens)} tokens but {len(texts)} texts")
+    shard = check_shard(shard)
     key, components = compute_cache_key(encoder.identity, template, fields, tokens, texts, chunk_size)
     npy_path, json_path, partial_dir = cache_paths(cache_dir, dataset_name, key)
 
     cached = _cache_hit(cache_dir, dataset_name, key, tokens, partial_dir, npy_path, t_start)
     if cached is not None:
         return cached
+    if shard is not None:  # no lock: shards write disjoint chunks, each atomically
+        return None, _encode_chunks(encoder, tokens, texts, partial_dir, key, chunk_size, npy_path, t_start, shard)[1]
     with _cache_lock(npy_path):  # parallel jobs on one key: the first encodes, the others then hit
         cached = _cache_hit(cache_dir, dataset_name, key, tokens, partial_dir, npy_path, t_start)
         if cached is not None:
@@ -316,49 +333,86 @@ def _log_progress(done, total, resumed, encode_seconds, npy_path):
     )
 
 
+def check_shard(shard):
+    """(index, count) with 0 <= index < count, from a tuple or an "i/N" string; None stays None."""
+    if shard is None:
+        return None
+    try:
+        index, count = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be I/N with 0 <= I < N (e.g. 0/4), got {shard!r}")
+    return index, count
+
+
+def _encode_chunks(encoder, tokens, texts, partial_dir, key, chunk_size, npy_path, t_start, shard=None):
+    """Encode every chunk that is not already in `partial_dir` (only `shard`'s, if given).
+
+    Returns (chunks, EncodeInfo): the arrays in order (None for chunks of other shards). The
+    encoder is loaded on the first chunk that needs it, so resuming or committing chunks
+    written elsewhere never loads a model."""
+    os.makedirs(partial_dir, exist_ok=True)
+    load_seconds = 0.0
+    chunks, n_encoded, n_resumed, resumed_items, encode_seconds = [], 0, 0, 0, 0.0
+    n = len(tokens)
+    chunk_size = max(1, int(chunk_size))
+    for index, start in enumerate(range(0, max(n, 1), chunk_size)):
+        if shard is not None and index % shard[1] != shard[0]:
+            chunks.append(None)
+            continue
+        stop = min(n, start + chunk_size)
+        arr = _load_chunk(partial_dir, index, key, start, stop)
+        if arr is not None:
+            n_resumed += 1
+            resumed_items += len(arr)
+        else:
+            if hasattr(encoder, "load") and not getattr(encoder, "loaded", False):
+                t0 = time.perf_counter()
+                encoder.load()
+                load_seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            arr = np.ascontiguousarray(np.asarray(encoder.encode(texts[start:stop]), dtype=np.float32))
+            encode_seconds += time.perf_counter() - t0
+            if arr.ndim != 2 or arr.shape[0] != stop - start:
+                raise ValueError(f"encoder returned shape {arr.shape} for {stop - start} texts")
+            n_encoded += stop - start
+            c_npy, c_json = _chunk_paths(partial_dir, index)
+            os.makedirs(partial_dir, exist_ok=True)  # a concurrent run may have committed and cleaned up
+            sha = _save_npy_atomic(c_npy, arr)
+            _save_json_atomic(
+                c_json,
+                {
+                    "key": key,
+                    "index": index,
+                    "start": start,
+                    "stop": stop,
+                    "dim": int(arr.shape[1]),
+                    "npy_sha256": sha,
+                    "created_at": _now_iso(),
+                },
+            )
+            _log_progress(stop, n, resumed_items, encode_seconds, npy_path)
+        chunks.append(arr)
+    info = EncodeInfo(
+        npy_path, False, n, n_encoded, n_resumed, load_seconds, encode_seconds, time.perf_counter() - t_start, key
+    )
+    if shard is not None:
+        logging.getLogger().info(
+            f"shard {shard[0]}/{shard[1]} of {os.path.basename(npy_path)}: encoded {n_encoded} items in "
+            f"{encode_seconds:.1f} s, {n_resumed} chunk(s) already there; not committed (a run without a shard commits)"
+        )
+    return chunks, info
+
+
 def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components, chunk_size, t_start):
     """Encode (resuming committed chunks), then commit the cache file and its sidecar."""
     npy_path, json_path, partial_dir = paths
-    os.makedirs(partial_dir, exist_ok=True)
-    load_seconds = 0.0
-    if hasattr(encoder, "load") and not getattr(encoder, "loaded", False):
-        t0 = time.perf_counter()
-        encoder.load()
-        load_seconds = time.perf_counter() - t0
+    n = len(tokens)
     try:
-        chunks, n_encoded, n_resumed, resumed_items, encode_seconds = [], 0, 0, 0, 0.0
-        n = len(tokens)
-        chunk_size = max(1, int(chunk_size))
-        for index, start in enumerate(range(0, max(n, 1), chunk_size)):
-            stop = min(n, start + chunk_size)
-            arr = _load_chunk(partial_dir, index, key, start, stop)
-            if arr is not None:
-                n_resumed += 1
-                resumed_items += len(arr)
-            else:
-                t0 = time.perf_counter()
-                arr = np.ascontiguousarray(np.asarray(encoder.encode(texts[start:stop]), dtype=np.float32))
-                encode_seconds += time.perf_counter() - t0
-                if arr.ndim != 2 or arr.shape[0] != stop - start:
-                    raise ValueError(f"encoder returned shape {arr.shape} for {stop - start} texts")
-                n_encoded += stop - start
-                c_npy, c_json = _chunk_paths(partial_dir, index)
-                os.makedirs(partial_dir, exist_ok=True)  # a concurrent run may have committed and cleaned up
-                sha = _save_npy_atomic(c_npy, arr)
-                _save_json_atomic(
-                    c_json,
-                    {
-                        "key": key,
-                        "index": index,
-                        "start": start,
-                        "stop": stop,
-                        "dim": int(arr.shape[1]),
-                        "npy_sha256": sha,
-                        "created_at": _now_iso(),
-                    },
-                )
-                _log_progress(stop, n, resumed_items, encode_seconds, npy_path)
-            chunks.append(arr)
+        chunks, info = _encode_chunks(encoder, tokens, texts, partial_dir, key, chunk_size, npy_path, t_start)
+        n_encoded, n_resumed, encode_seconds = info.n_encoded, info.n_chunks_resumed, info.encode_seconds
+        load_seconds = info.load_seconds
         dims = {c.shape[1] for c in chunks}
         if len(dims) != 1:
             shutil.rmtree(partial_dir, ignore_errors=True)
