@@ -690,7 +690,7 @@ class ALLMRecOptions:
     eval: str
     repetition_penalty: float
     max_new_tokens: int
-    num_candidates: int  # 1 + N of `eval_args.mode: uniN`
+    num_candidates: int  # 1 + N of `eval_args.mode: uniN`; None for full ranking (stage 1 alone)
 
 
 @dataclass(frozen=True)
@@ -830,16 +830,20 @@ def check_no_misspelt_options(user_options, known_options):
             raise ConfigError(f"unknown option `{key}`: did you mean `{near[0]}`? (RecBole would ignore it silently)")
 
 
-def _candidate_count(config):
-    """1 + N for RecBole's `eval_args.mode: uniN` (valid and test alike), else a ConfigError:
-    A-LLMRec ranks a candidate list in its prompt, it has no score for every item."""
+def _candidate_count(config, with_llm):
+    """1 + N for RecBole's `eval_args.mode: uniN` (valid and test alike). With an LLM anything else is a
+    ConfigError: A-LLMRec ranks the candidate list in its prompt and has no score for every item.
+    Without one (stage 1 alone) `full` is fine too (None): its recommendation head scores every item."""
     mode = (_lookup(config, "eval_args") or {}).get("mode")
     modes = set(mode.values()) if isinstance(mode, dict) else {mode}
+    if not with_llm and modes == {"full"}:
+        return None
     counts = {int(m[3:]) for m in modes if isinstance(m, str) and m.startswith("uni") and m[3:].isdigit()}
     if len(counts) != 1 or len(modes) != 1:
         raise ConfigError(
             f"A-LLMRec ranks the candidate list of its prompt, not all items: set `eval_args.mode: uni19` (the target "
             f"+ 19 sampled items, for valid and test alike; candidate board), got {mode!r}"
+            + ("" if with_llm else "; without `allmrec_llm`, stage 1 alone also ranks every item (`mode: full`)")
         )
     return counts.pop() + 1
 
@@ -879,7 +883,7 @@ def _allmrec_options(config, v):
         eval=v["allmrec_eval"],
         repetition_penalty=float(v["allmrec_repetition_penalty"]),
         max_new_tokens=v["allmrec_max_new_tokens"],
-        num_candidates=_candidate_count(config),
+        num_candidates=_candidate_count(config, with_llm=v["allmrec_llm"] is not None),
     )
 
 

@@ -167,8 +167,12 @@ def test_stage2_trains_only_the_projections_and_ranks_candidates_by_title_likeli
             "option `allmrec_cf_checkpoint`: checkpoint '/nonexistent.pth'",
         ),
         (
-            {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}},
+            {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}, "allmrec_llm": "."},
             "set `eval_args.mode: uni19`",
+        ),
+        (
+            {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "pop49"}},
+            "without `allmrec_llm`, stage 1 alone also ranks every item (`mode: full`)",
         ),
         ({"allmrec_llm": "/no/such/lm"}, "option `allmrec_llm`: model directory '/no/such/lm' does not exist"),
         ({"allmrec_domain": "book"}, "option `allmrec_domain` must be one of item, movie, game"),
@@ -256,11 +260,11 @@ def test_cli_runs_allmrec_with_the_candidate_properties_file(small_slice, in_tmp
     files = f"{dataset_file} {REPO_ROOT / 'properties' / 'candidates.yaml'}"
     argv = ["-m", "ALLMRec", "-d", name, f"--config_files={files}", f"--allmrec_cf_checkpoint={cf_checkpoint}"]
     assert main([*argv, "--allmrec_stage1_epochs=1"]) == 0
-    # the same command with the full-ranking protocol is one clear error
+    # without an LLM, stage 1 alone also runs on the full-ranking protocol (its head scores every item)
     config["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}
     dataset_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    assert main([*argv[:4], f"--config_files={dataset_file}", argv[5]]) == 2
-    assert "set `eval_args.mode: uni19`" in capsys.readouterr().err
+    assert main([*argv[:4], f"--config_files={dataset_file}", argv[5], "--allmrec_stage1_epochs=1"]) == 0
+    assert "recbole-tfllmer: error" not in capsys.readouterr().err
 
 
 def test_joint_item_vectors_export_as_an_item_table_for_any_backbone(small_slice, in_tmp, cf_checkpoint):
@@ -288,3 +292,49 @@ def test_joint_item_vectors_export_as_an_item_table_for_any_backbone(small_slice
     )
     run = prepare(build_config("TFLLMER", name, config_dict=full))
     assert run.model.init_report.rec_pca["retained_variance"] > 0
+
+
+def test_full_ranking_board_runs_the_chain_randinit_then_stage1_then_backbones_from_its_joint_table(
+    small_slice, tmp_path, in_tmp
+):
+    """`table_sources: {ALLMRec-S1: ALLMRec-stage1}`: RandInit SASRec -> ALLMRec stage 1 (frozen on it,
+    ranking every item with its head) -> SASRec and GRU4Rec initialised from its exported z_i."""
+    data_path, name = small_slice
+    base = slice_config(
+        data_path,
+        name,
+        tmp_path,
+        metric_decimal_place=10,
+        allmrec_title_field="movie_title",
+        allmrec_latent_dim=64,
+        allmrec_stage1_epochs=1,
+    )
+    board = {
+        "name": "s1-tiny",
+        "backbones": ["SASRec", "GRU4Rec"],
+        "methods": ["RandInit", "ALLMRec-stage1", "ALLMRec-S1"],
+        "table_sources": {"ALLMRec-S1": "ALLMRec-stage1"},
+        "seeds": [4],
+        "vector_kinds": ["st"],
+        "overrides": {"epochs": 1},
+    }
+    store, results, _ = run_tiny_board(tmp_path, base, board)
+    cells = sorted(p.stem for p in (results / "cells").glob("*.json"))
+    assert cells == sorted(
+        f"{name}__{b}__{m}__seed4"
+        for b, m in [
+            ("SASRec", "RandInit__none"),
+            ("GRU4Rec", "RandInit__none"),
+            ("SASRec", "ALLMRec-stage1__st"),  # A-LLMRec's backbone is its frozen model's: no GRU4Rec copy
+            ("SASRec", "ALLMRec-S1__st"),
+            ("GRU4Rec", "ALLMRec-S1__st"),
+        ]
+    )
+    stage1 = store.read(f"{name}__SASRec__ALLMRec-stage1__st__seed4")
+    assert stage1["status"] == "done" and stage1["conditioning"] is None  # no per-batch loss to differentiate
+    assert stage1["longtail"] is not None and 0 <= stage1["test"]["ndcg@10"] <= 1  # ranked every item
+    joint = results / "artifacts" / f"{name}__SASRec__ALLMRec-stage1__st__seed4.npy"
+    assert joint.is_file() and np.load(joint).shape[1] == 64  # z_i, keyed by item token
+    for backbone in ("SASRec", "GRU4Rec"):
+        record = store.read(f"{name}__{backbone}__ALLMRec-S1__st__seed4")
+        assert record["status"] == "done" and record["config_overrides"]["precomputed_embeddings"] == str(joint)

@@ -219,10 +219,18 @@ class ALLMRec(SequentialRecommender):
     def calculate_loss(self, interaction):
         raise ConfigError("ALLMRec trains in its two stages (ALLMRecTrainer.fit), not per RecBole batch")
 
+    @torch.no_grad()
     def full_sort_predict(self, interaction):
-        raise ConfigError(
-            "A-LLMRec ranks the candidate list of its prompt, not every item: evaluate it with `eval_args.mode: uni19`"
-        )
+        """Stage 1 alone scores every item with its recommendation head <s_u, decoder(encoder(e_i))> / d
+        (the full-ranking boards' `ALLMRec-stage1` row); with an LLM it ranks only its prompt's candidates."""
+        if self.soft_prompt is not None:
+            raise ConfigError(
+                "A-LLMRec with an LLM ranks the candidate list of its prompt, not every item: evaluate it with "
+                "`eval_args.mode: uni19` (or drop `allmrec_llm` to rank every item with stage 1's head)"
+            )
+        users = self.cf.user_vectors(interaction)
+        items = self.alignment.item_decoder(self.alignment.item_encoder(self.cf.item_vectors))
+        return users @ items.T / self.alignment.cf_dim
 
     def _candidate_blocks(self, interaction):
         """RecBole's uniN rows come per user, the positive first: (n_users, N) item ids."""

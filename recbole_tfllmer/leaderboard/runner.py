@@ -309,11 +309,13 @@ def run_cell(job, workdir=None):
         from recbole_tfllmer.trainer import _candidate_phase
 
         candidates = _candidate_phase(test_data) is not None  # candidate board: no full-ranking diagnostics
+        # the Hessian diagnostic needs a per-batch loss; A-LLMRec trains in stages and has none
+        conditioned = not candidates and config["model"] != "ALLMRec"
         cond_cfg = job.get("conditioning") or {"sample_size": 256, "seed": 0}
         sample_idx, sample = conditioning_sample(train_data._dataset, cond_cfg["sample_size"], cond_cfg["seed"])
         t0 = time.perf_counter()
         if saved is None:
-            fit_log.cond_init = None if candidates else conditioning_stats(model, sample)
+            fit_log.cond_init = conditioning_stats(model, sample) if conditioned else None
         else:  # the state after the last evaluation: weights, optimizer, counters, RNG
             trainer.restore_training_state(saved, str(progress.path))
             trainer.train_loss_dict = dict(fit_log.train_loss)
@@ -330,7 +332,7 @@ def run_cell(job, workdir=None):
         if candidates:
             cond_end, longtail, test_ranks = None, None, _candidate_ranks(trainer)
         else:
-            cond_end = conditioning_stats(model, sample)
+            cond_end = conditioning_stats(model, sample) if conditioned else None
             longtail, test_ranks = _longtail_and_ranks(job, config, trainer, train_data, test_data, test_result)
         _export(job, trainer, model, dataset, fit_log)
 
@@ -372,7 +374,7 @@ def run_cell(job, workdir=None):
             "n_train_rows": len(train_data._dataset),
             "resumes": fit_log.resumes,
             "conditioning": None
-            if candidates
+            if not conditioned
             else {
                 "sample_size": len(sample_idx),
                 "sample_seed": cond_cfg["seed"],

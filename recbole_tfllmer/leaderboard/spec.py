@@ -20,6 +20,12 @@ A method that needs a collaborative model (LLMEmb with `llmemb_align_alpha` > 0 
 best model (`artifacts/<cell_id>.npy` + `.tokens.txt`, or `artifacts/<cell_id>.pth`, beside
 the cell files) and the requiring cell runs after it, with the file as its option.
 
+A method listed in `table_sources` (`{ALLMRec-S1: ALLMRec-stage1}`) is initialised from another
+method's exported item table (its `precomputed_embeddings`): the cell of that method on
+`collab_backbone`, same dataset, vectors and seed, which may itself require the RandInit cell,
+so the board runs the chain in order. A-LLMRec's backbone is its frozen model's, so ALLMRec cells
+run on `collab_backbone` only.
+
 The presets ship with the package (recbole_tfllmer/properties/method/); a board may name
 another folder with `method_dir:`. Relative paths in a board yaml resolve against the yaml's
 folder, then the current directory: nothing here assumes a repository checkout.
@@ -95,6 +101,7 @@ class LeaderboardSpec:
     method_dir: Path = METHOD_DIR
     collab_method: str = "RandInit"  # whose item table LLMEmb cells align with ...
     collab_backbone: str = "SASRec"  # ... trained on this backbone (their code: SASRec for every backbone)
+    table_sources: dict = field(default_factory=dict)  # method -> method whose exported item table it starts from
     protocol: str = ""
     conditioning: dict = field(default_factory=lambda: {"sample_size": 256, "seed": 0})
     longtail: dict = field(default_factory=lambda: {"buckets": 5, "k": 10})
@@ -135,6 +142,11 @@ class LeaderboardSpec:
     def collab_requirement(self, cell):
         """(source cell, artifact kind, option it fills) of a cell that needs another cell's
         trained model, or None: LLMEmb aligns with its item table, A-LLMRec freezes the model."""
+        source_method = self.table_sources.get(cell.method)
+        if source_method is not None:
+            vectors = cell.vectors if self.uses_vectors(source_method) else NO_VECTORS
+            source = Cell(cell.dataset, self.collab_backbone, source_method, vectors, cell.seed)
+            return source, "item_table", "precomputed_embeddings"
         options = self.method_options(cell.method)
         model = self.model_of(cell.method)
         source = Cell(cell.dataset, self.collab_backbone, self.collab_method, NO_VECTORS, cell.seed)
@@ -172,6 +184,8 @@ class LeaderboardSpec:
         for dataset in self.datasets:
             for backbone in self.backbones:
                 for method in self.methods:
+                    if self.model_of(method) == "ALLMRec" and backbone != self.collab_backbone:
+                        continue  # its backbone is the frozen model's: one cell per dataset and seed
                     kinds = list(self.vector_kinds) if self.uses_vectors(method) else [NO_VECTORS]
                     for vectors in kinds:
                         for seed in self.seeds:
@@ -317,6 +331,7 @@ def spec_from_dict(raw, path=None):
         method_dir=_resolve(raw["method_dir"], base) if raw.get("method_dir") else METHOD_DIR,
         collab_method=str(raw.get("collab_method") or "RandInit"),
         collab_backbone=str(raw.get("collab_backbone") or "SASRec"),
+        table_sources={str(k): str(v) for k, v in (raw.get("table_sources") or {}).items()},
         protocol=str(raw.get("protocol") or "").strip(),
         conditioning={"sample_size": 256, "seed": 0, **(raw.get("conditioning") or {})},
         longtail={"buckets": 5, "k": 10, **(raw.get("longtail") or {})},
@@ -325,6 +340,12 @@ def spec_from_dict(raw, path=None):
     )
     for method in spec.methods:
         spec.method_file(method)
+    for method, source in spec.table_sources.items():
+        if method not in spec.methods or source not in spec.methods:
+            raise SpecError(
+                f"leaderboard {path}: table_sources {method}: {source} names a method that is not in `methods`; "
+                "both the method and the one it starts from must be on the board"
+            )
     _check_collab_sources(spec, path)
     return spec
 
@@ -334,6 +355,12 @@ def _check_collab_sources(spec, path):
     cells = set(spec.cells())
     for cell in cells:
         source = spec.collab_source(cell)
+        if source is not None and source not in cells and cell.method in spec.table_sources:
+            raise SpecError(
+                f"leaderboard {path}: method {cell.method!r} starts from the item table of the {source.method} "
+                f"{source.backbone} cell of the same dataset and seed, which is not on the board: add "
+                f"{source.backbone} to `backbones` (or set `collab_backbone`)"
+            )
         if source is not None and source not in cells:
             raise SpecError(
                 f"leaderboard {path}: method {cell.method!r} aligns with the item table of the "
