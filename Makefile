@@ -39,7 +39,7 @@ leaderboard: $(STAMP)
 # The converged boards in the background, two cells at a time (one torch thread each); run it
 # again after any stop: finished cells are skipped and a half-finished cell resumes. ONLY=...
 # filters cells (e.g. ONLY=method=RandInit,LLMInit,NormOnly). Logs: ~/.cache/recbole_tfllmer/.
-CONVERGED ?= Amazon_Beauty-converged Amazon_Toys-converged ml-100k-converged
+CONVERGED ?= Amazon_Beauty-converged Amazon_Toys-converged ml-100k-converged ml-100k-cand20 ml-100k-allmrec-s1
 ONLY ?=
 converged: $(STAMP)
 	mkdir -p $(HOME)/.cache/recbole_tfllmer
