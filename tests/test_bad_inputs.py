@@ -827,6 +827,14 @@ CASES = [
         command_line("--rec_pca_alpha=2"),
     ),
     Case(
+        "norm-scale-not-a-number",
+        "`--item_norm_scale=big`",
+        errors.ConfigError,
+        "option `item_norm_scale` must be auto, ~ (sqrt(d)) or a finite number > 0 (the norm r of every item "
+        "vector, e.g. 8.0), got 'big'",
+        command_line("--item_norm_scale=big"),
+    ),
+    Case(
         "alpha-not-a-number",
         "`--rec_pca_alpha=abc`",
         errors.ConfigError,
