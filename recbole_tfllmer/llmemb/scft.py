@@ -224,11 +224,6 @@ class ItemBatches:
         self.order, self.position = list(state["order"]), int(state["position"])
 
 
-def item_batches(items, batch_size, rng):
-    """`ItemBatches(items, batch_size, rng)`: the batch stream SCFT trains on."""
-    return ItemBatches(items, batch_size, rng)
-
-
 def tokenizer_needs_eos(tokenizer):
     """True for tokenizers with an EOS token that they do not append (decoder-only LLMs).
 
@@ -543,7 +538,7 @@ class SCFTEncoder:
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total))
         sampler = ViewSampler(self.attributes, recipe.drop_ratio, recipe.seed, recipe.resample_views, self.fmt)
-        batches = item_batches(items, recipe.batch_size, random.Random(recipe.seed))
+        batches = ItemBatches(items, recipe.batch_size, random.Random(recipe.seed))
         streams = {"optimizer": optimizer, "scheduler": scheduler, "sampler": sampler, "batches": batches}
         every = max(1, total // 10)
         self.model.train()

@@ -411,8 +411,6 @@ def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components
     n = len(tokens)
     try:
         chunks, info = _encode_chunks(encoder, tokens, texts, partial_dir, key, chunk_size, npy_path, t_start)
-        n_encoded, n_resumed, encode_seconds = info.n_encoded, info.n_chunks_resumed, info.encode_seconds
-        load_seconds = info.load_seconds
         dims = {c.shape[1] for c in chunks}
         if len(dims) != 1:
             shutil.rmtree(partial_dir, ignore_errors=True)
@@ -434,7 +432,7 @@ def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components
             "components": components,
             "npy_file": os.path.basename(npy_path),
             "npy_sha256": sha,
-            "encode_seconds": round(encode_seconds, 3),
+            "encode_seconds": round(info.encode_seconds, 3),
         }
         _save_json_atomic(json_path, meta)  # the commit marker: written last
     except DiskFullError as err:
@@ -447,13 +445,11 @@ def _encode_and_commit(encoder, tokens, texts, cache_dir, paths, key, components
     shutil.rmtree(partial_dir, ignore_errors=True)
     _remove_stale_temps(cache_dir, os.path.basename(npy_path)[: -len(".npy")])
 
-    info = EncodeInfo(
-        npy_path, False, n, n_encoded, n_resumed, load_seconds, encode_seconds, time.perf_counter() - t_start, key
-    )
-    resumed = f", {n_resumed} chunk(s) resumed from {partial_dir}" if n_resumed else ""
+    info.total_seconds = time.perf_counter() - t_start
+    resumed = f", {info.n_chunks_resumed} chunk(s) resumed from {partial_dir}" if info.n_chunks_resumed else ""
     logging.getLogger().info(
-        f"encoded {n_encoded} items in {encode_seconds:.1f} s (model load {load_seconds:.1f} s{resumed}); "
-        f"cached to {npy_path}"
+        f"encoded {info.n_encoded} items in {info.encode_seconds:.1f} s (model load {info.load_seconds:.1f} s"
+        f"{resumed}); cached to {npy_path}"
     )
     return matrix, info
 
