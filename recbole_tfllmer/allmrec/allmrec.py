@@ -44,6 +44,10 @@ def item_titles(config, dataset, field):
 
 
 class ALLMRec(SequentialRecommender):
+    # It trains in stages (ALLMRecTrainer.fit): no per-batch RecBole loss, so nothing for the
+    # leaderboard's Hessian diagnostic to differentiate.
+    has_batch_loss = False
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.options = plugin_options(config).allmrec

@@ -309,8 +309,8 @@ def run_cell(job, workdir=None):
         from recbole_tfllmer.trainer import _candidate_phase
 
         candidates = _candidate_phase(test_data) is not None  # candidate board: no full-ranking diagnostics
-        # the Hessian diagnostic needs a per-batch loss; A-LLMRec trains in stages and has none
-        conditioned = not candidates and config["model"] != "ALLMRec"
+        # the Hessian diagnostic differentiates the per-batch loss, which a model may not have (A-LLMRec)
+        conditioned = not candidates and getattr(model, "has_batch_loss", True)
         cond_cfg = job.get("conditioning") or {"sample_size": 256, "seed": 0}
         sample_idx, sample = conditioning_sample(train_data._dataset, cond_cfg["sample_size"], cond_cfg["seed"])
         t0 = time.perf_counter()
