@@ -114,6 +114,7 @@ def run_tfllmer(
     start = time.perf_counter()
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
+    _make_recbole_dirs(config)
     init_logger(config)
     logger = getLogger()
     logger.info(sys.argv)
@@ -169,6 +170,16 @@ def run_tfllmer(
     if queue is not None:
         queue.put(result)
     return result
+
+
+def _make_recbole_dirs(config):
+    """Create the folders RecBole creates with a check-then-mkdir (`recbole.utils.ensure_dir`).
+
+    Two distributed workers starting together race on that check and one dies with
+    FileExistsError on `./log`; `exist_ok=True` here makes RecBole's own calls no-ops.
+    """
+    for directory in (os.path.join("./log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(directory, exist_ok=True)
 
 
 def _run_worker(rank, model, dataset, config_file_list, kwargs):
