@@ -5,9 +5,10 @@ run_recbole_tfllmer.py -m TFLLMER -d ml-100k --backbone=GRU4Rec --epochs=5
 
 import argparse
 import logging
+import os
 import sys
 
-from recbole_tfllmer.errors import TFLLMERError
+from recbole_tfllmer.errors import ConfigError, TFLLMERError
 
 
 def options_help():
@@ -81,13 +82,66 @@ def export_item_table_main(argv):
     return 0
 
 
+def parse_devices(text):
+    """`--devices`: a list of torch device names; `gpus` means every visible CUDA device."""
+    if text.strip() == "gpus":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--devices gpus: this machine has no CUDA device; name devices (e.g. cpu,cpu) instead")
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise ConfigError(f"--devices must list torch devices (cuda:0,cuda:1) or say gpus, got {text!r}")
+    return devices
+
+
+def _encode_on_devices(argv, devices):
+    """One `encode-items --shard I/N --text_device=D` worker per device, in parallel; returns when all
+    succeeded (the caller then commits), or raises naming the shard that failed and its log."""
+    import subprocess
+    import tempfile
+
+    base, skip = [], False
+    for arg in argv:  # the same command without --devices (and its value)
+        if skip or arg.startswith("--devices="):
+            skip = False
+            continue
+        skip = arg == "--devices"
+        if not skip:
+            base.append(arg)
+    n = len(devices)
+    logs, workers = [], []
+    for i, device in enumerate(devices):
+        log = tempfile.NamedTemporaryFile("w+", prefix=f"encode-shard{i}of{n}-", suffix=".log", delete=False)
+        command = [sys.executable, "-m", "recbole_tfllmer.cli", "encode-items", *base, f"--shard={i}/{n}"]
+        workers.append(subprocess.Popen([*command, f"--text_device={device}"], stdout=log, stderr=subprocess.STDOUT))
+        logs.append(log)
+    codes = [worker.wait() for worker in workers]
+    for log in logs:
+        log.close()
+    failed = [(i, code) for i, code in enumerate(codes) if code != 0]
+    if failed:
+        i, code = failed[0]
+        tail = open(logs[i].name, encoding="utf-8", errors="replace").read().strip().splitlines()[-1:]
+        raise ConfigError(
+            f"--devices: shard {i}/{n} on {devices[i]} exited with status {code} ({tail[0] if tail else 'no output'}); "
+            f"its log is {logs[i].name}. The chunks other shards finished are kept: run the command again"
+        )
+    for log in logs:
+        os.unlink(log.name)
+    print(f"{n} shards encoded on {', '.join(devices)}; committing")
+
+
 def encode_items_main(argv):
     """`recbole-tfllmer encode-items -d DATASET [--config_files F] [--shard I/N] [--key=value ...]`:
     the data hook's encoding on its own, into the same content-hashed cache a training run reads.
 
     With `--shard I/N` it encodes only every N-th chunk (from chunk I) and does not commit, so N
     workers on one machine or many (a shared `embedding_cache_dir`; Ray tasks, a job array) split
-    the catalogue; the next run without `--shard` finds every chunk and commits, encoding nothing."""
+    the catalogue; the next run without `--shard` finds every chunk and commits, encoding nothing.
+    `--devices cuda:0,cuda:1` (or `gpus`) does that on one machine: one shard worker per device, then
+    the commit."""
     parser = argparse.ArgumentParser(
         prog="recbole-tfllmer encode-items",
         description="Encode a dataset's item texts into the embedding cache, as a training run's data hook "
@@ -97,11 +151,16 @@ def encode_items_main(argv):
     parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: `dataset` in a config file)")
     parser.add_argument("--config_files", default=None, help="space-separated config files")
     parser.add_argument("--shard", default=None, help="I/N: encode chunks I, I+N, I+2N, ... and do not commit")
+    parser.add_argument(
+        "--devices",
+        default=None,
+        help="comma-separated torch devices (cuda:0,cuda:1) or `gpus` (every visible GPU): one shard worker per "
+        "device, in parallel, then the commit",
+    )
     args, overrides = parser.parse_known_args(argv)
     from recbole.utils import init_logger
 
     from recbole_tfllmer.data.dataset import TFLLMERDataset, needs_text_embeddings
-    from recbole_tfllmer.errors import ConfigError
     from recbole_tfllmer.quick_start import build_config
     from recbole_tfllmer.text.hook import compute_item_embeddings_with_info
     from recbole_tfllmer.text.store import check_shard
@@ -116,9 +175,13 @@ def encode_items_main(argv):
             shard = check_shard(args.shard)
         except ValueError as err:
             raise ConfigError(f"--shard: {err}") from None
+        if args.devices is not None and args.shard is not None:
+            raise ConfigError("--devices runs its own shards (one per device): drop --shard")
         config = build_config(args.model, args.dataset, split_config_files(args.config_files), cmd_args=overrides)
         if not needs_text_embeddings(config):
             raise ConfigError("`item_init: random` uses no item text, so there is nothing to encode")
+        if args.devices is not None:  # the options are checked once above, before any worker starts
+            _encode_on_devices(argv, parse_devices(args.devices))
         init_logger(config)
         dataset = TFLLMERDataset(config, embed_items=False)
         result = compute_item_embeddings_with_info(config, dataset, shard=shard)

@@ -279,3 +279,35 @@ def test_encode_items_shards_then_a_training_run_reads_the_committed_cache(tmp_p
     assert dataset.embedding_info["cache_hit"] and dataset.embedding_info["n_encoded"] == 0
     assert main([*argv, "--shard", "3/2"]) == 2
     assert "--shard: shard must be I/N with 0 <= I < N" in capsys.readouterr().err
+
+
+def test_encode_items_on_devices_runs_one_shard_per_device_and_commits_the_same_file(tmp_path, in_tmp, capsys):
+    """`encode-items --devices cpu,cpu`: two shard workers in parallel, then the commit; the cache
+    file is byte for byte the one a single plain `encode-items` writes."""
+    import yaml
+
+    from recbole_tfllmer.cli import main
+    from tests.conftest import slice_config, write_ml100k_slice
+
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=20)
+    files = {}
+    for how, extra in (("single", []), ("devices", ["--devices", "cpu,cpu"])):
+        settings = slice_config(data_path, name, tmp_path, item_init="pca", embedding_chunk_size=50)
+        settings["embedding_cache_dir"] = str(tmp_path / f"cache-{how}")
+        config_file = tmp_path / f"{how}.yaml"
+        config_file.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        assert main(["encode-items", "--config_files", str(config_file), *extra]) == 0
+        out = capsys.readouterr().out
+        files[how] = out.strip().splitlines()[-1].split(": ")[0]
+        if how == "devices":
+            assert "2 shards encoded on cpu, cpu; committing" in out
+            assert "0 items encoded, cache hit False" in out  # the workers encoded everything
+        else:
+            assert "0 items encoded" not in out
+    single, sharded = (open(files[k], "rb").read() for k in ("single", "devices"))
+    assert os.path.basename(files["single"]) == os.path.basename(files["devices"]) and single == sharded
+    assert (
+        main(["encode-items", "--config_files", str(tmp_path / "devices.yaml"), "--devices", "cpu", "--shard", "0/2"])
+        == 2
+    )
+    assert "--devices runs its own shards (one per device): drop --shard" in capsys.readouterr().err
