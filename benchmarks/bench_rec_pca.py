@@ -3,20 +3,22 @@
 Not a test.  Builds float32 "LLM" embeddings with semantic clusters (plus a shared offset
 and a spread of item norms, as real LLM vectors have), a co-occurrence graph from random
 training rows whose collaborative clusters disagree with the semantic ones, then times
-``normalized_adjacency`` + ``rec_pca_projection`` (d=64 by default) and, in the same run,
-scikit-learn's PCA on the same matrix.  sklearn uses ``svd_solver='randomized'``: it is what
-its own 'auto' picks for this shape (a full LAPACK SVD of 100k x 4096 would take minutes and
-needs several copies of X), so it is the fair "fast PCA" baseline.  Rec-PCA at alpha=0 (its
-exact-PCA path) is timed too, and its subspace is compared with sklearn's.  With the
-default ``--solver auto`` a catalogue this large takes the iterative solver; its result is
-checked in the same run against the exact solver's (objective ratio, principal-angle sine,
-graph total variation) unless ``--no-compare-exact``.
+``normalized_adjacency`` + ``rec_pca_projection`` (d=64, the package defaults: alpha 0 = PCA,
+unless ``--alpha``) and, in the same run, scikit-learn's PCA on the same matrix.  sklearn uses
+``svd_solver='randomized'``: it is what its own 'auto' picks for this shape (a full LAPACK SVD
+of 100k x 4096 would take minutes and needs several copies of X), so it is the fair "fast PCA"
+baseline.  With ``--alpha`` > 0, Rec-PCA at alpha=0 (its exact-PCA path) is timed too, and its
+subspace is compared with sklearn's.  Where ``--solver`` (default auto) resolves to the
+iterative solver, its result is checked in the same run against the exact solver's (objective
+ratio, principal-angle sine, graph total variation) unless ``--no-compare-exact``.
+``--device cuda`` also times the same run with its passes over X on that torch device.
 
 Targets (2 CPU cores): normalisation + Rec-PCA <= 30 s; peak RSS during that phase
 <= 3x the embedding matrix, measured above the interpreter's own RSS at start-up (X itself
 counts as 1x; the graph and every temporary count too).
 
-    python benchmarks/bench_rec_pca.py                       # 100k x 4096, ~5M edges
+    python benchmarks/bench_rec_pca.py                       # 100k x 4096, ~5M edges, the defaults
+    python benchmarks/bench_rec_pca.py --alpha 0.35          # the boards' RecPCAOnly / TFLLMER presets
     python benchmarks/bench_rec_pca.py --items 20000 --dim 768 --edges 500000
 """
 
@@ -35,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recbole_tfllmer.tfllmer.cooccurrence import build_cooccurrence_graph, normalized_adjacency  # noqa: E402
-from recbole_tfllmer.tfllmer.rec_pca import rec_pca_projection  # noqa: E402
+from recbole_tfllmer.tfllmer.rec_pca import DEFAULT_ALPHA, rec_pca_projection  # noqa: E402
 
 try:
     import psutil
@@ -189,7 +191,12 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--edges", type=int, default=5_000_000, help="target number of undirected graph edges")
     parser.add_argument("--components", type=int, default=64, help="output dimension d")
-    parser.add_argument("--alpha", type=float, default=0.35, help="rec_pca_alpha")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help="rec_pca_alpha (default: the package default, 0 = PCA; the boards' RecPCAOnly / TFLLMER presets use 0.35)",
+    )
     parser.add_argument("--formulation", choices=["item_space", "projection"], default="item_space")
     parser.add_argument("--semantic-clusters", type=int, default=200)
     parser.add_argument("--collab-clusters", type=int, default=100)
@@ -201,6 +208,11 @@ def main(argv=None):
         "--no-compare-exact",
         action="store_true",
         help="do not re-run with solver='exact' to measure the iterative solver's accuracy",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="also run the same Rec-PCA with rec_pca_device=DEVICE (e.g. cuda) and compare it with the numpy result",
     )
     parser.add_argument("--time-target", type=float, default=30.0)
     parser.add_argument("--ram-target", type=float, default=3.0)
@@ -298,8 +310,29 @@ def main(argv=None):
             f"{stats['retained_variance']:.6f} vs {exact.stats['retained_variance']:.6f}"
         )
         del exact
+    if args.device is not None:
+        with PeakRSS() as memory:
+            t0 = time.perf_counter()
+            on_device = rec_pca_projection(
+                X, norm_graph, args.components, **tradeoff, **solver_options, device=args.device
+            )
+            t_device = time.perf_counter() - t0
+        rows.append(
+            (f"Rec-PCA ({on_device.stats['solver']}, passes on {args.device})", t_device, memory.peak - baseline_rss)
+        )
+        print(
+            f"Rec-PCA {args.formulation} alpha={args.alpha} with its passes over X on {args.device}: {t_device:.2f} s "
+            f"({t_rec / t_device:.2f}x numpy's speed); phases (s): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in on_device.stats["seconds"].items())
+        )
+        print(
+            f"  {args.device} vs numpy: objective ratio {on_device.eigenvalues.sum() / result.eigenvalues.sum():.8f}, "
+            f"max principal-angle sine {span_gap(on_device.embeddings, result.embeddings):.2e}, retained variance "
+            f"{on_device.stats['retained_variance']:.6f} vs {stats['retained_variance']:.6f}"
+        )
+        del on_device
     lam0 = None
-    if not args.skip_lam0:
+    if not args.skip_lam0 and args.alpha != 0:  # at alpha 0 the main run is this one
         with PeakRSS() as memory:
             t0 = time.perf_counter()
             lam0 = rec_pca_projection(X, norm_graph, args.components, alpha=0.0, solver="exact")
@@ -329,11 +362,12 @@ def main(argv=None):
             f"sklearn PCA svd_solver={args.sklearn}: fit+transform {t_sk:.2f} s, "
             f"peak {(memory.peak - baseline_rss) / X.nbytes:.2f}x X"
         )
-        if lam0 is not None:
-            gap = subspace_gap(lam0.components, pca.components_.T.astype(np.float64))
+        reference = lam0 if lam0 is not None else (result if args.alpha == 0 else None)
+        if reference is not None:
+            gap = subspace_gap(reference.components, pca.components_.T.astype(np.float64))
             print(
                 f"  vs Rec-PCA alpha=0: max principal-angle sine {gap:.2e}; retained variance "
-                f"sklearn {pca.explained_variance_ratio_.sum():.6f} vs exact {lam0.stats['retained_variance']:.6f}"
+                f"sklearn {pca.explained_variance_ratio_.sum():.6f} vs Rec-PCA {reference.stats['retained_variance']:.6f}"
             )
 
     print("\n| method | time (s) | peak RSS above baseline / size of X | time / sklearn |")

@@ -175,8 +175,8 @@ OPTIONS = (
     Option(
         "rec_pca_solver",
         "auto",
-        "how the PCA part (and projection's D x D problems) is solved: auto = exact unless the D x D matrix "
-        "would cost > 1e11 multiply-adds",
+        "how the PCA part (and projection's D x D problems) is solved: auto = exact unless its D x D eigh "
+        "costs more than subspace iteration (few items, very wide vectors)",
         "init",
         "checked",
         values="auto \\| exact \\| iterative",
@@ -188,6 +188,15 @@ OPTIONS = (
         "init",
         "checked",
         values="number in (0, 1)",
+    ),
+    Option(
+        "rec_pca_device",
+        "auto",
+        "where Rec-PCA's passes over the LLM vectors run: auto = the run's GPU when it has one, else numpy "
+        "(CPU); a torch device runs them there in float32 with float64 sums",
+        "init",
+        "checked",
+        values="auto \\| numpy \\| a torch device (cuda, cuda:1, cpu)",
     ),
     Option(
         "rec_pca_max_iter",
@@ -611,6 +620,15 @@ class InitOptions:
     tol: float
     max_iter: int
     init_scale: float
+    device: str = "auto"  # rec_pca_device
+
+    def pca_device(self, run_device):
+        """The torch device for Rec-PCA's passes, or None for numpy: `auto` takes the run's GPU."""
+        if self.device == "numpy":
+            return None
+        if self.device != "auto":
+            return self.device
+        return run_device if getattr(run_device, "type", str(run_device).split(":")[0]) == "cuda" else None
 
     @property
     def uses_llm_vectors(self):
@@ -749,6 +767,15 @@ def _tfllmer_checks(v):
         check_solver_options(v["rec_pca_solver"], v["rec_pca_tol"], v["rec_pca_max_iter"])
     except ValueError as err:
         raise ConfigError(f"option {err}") from None
+    if v["rec_pca_device"] not in ("auto", "numpy"):
+        from recbole_tfllmer.tfllmer.dense_passes import check_device
+
+        try:
+            check_device(v["rec_pca_device"])
+        except ValueError as err:
+            raise ConfigError(
+                f"option `rec_pca_device`: {err}; use auto (the run's GPU, else numpy) or numpy"
+            ) from None
 
 
 def _llmemb_checks(v):
@@ -956,6 +983,7 @@ def _init_options(v):
         solver=v["rec_pca_solver"],
         tol=float(v["rec_pca_tol"]),
         max_iter=v["rec_pca_max_iter"],
+        device=v["rec_pca_device"],
         init_scale=None if v["init_scale"] is None else float(v["init_scale"]),
     )
 

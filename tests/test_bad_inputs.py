@@ -857,6 +857,13 @@ CASES = [
         command_line("--rec_pca_solver=fast"),
     ),
     Case(
+        "rec-pca-device-unknown",
+        "`--rec_pca_device=tpu`",
+        errors.ConfigError,
+        "option `rec_pca_device`: device must be a torch device such as cuda:0 or cpu, got 'tpu'; use auto",
+        command_line("--rec_pca_device=tpu"),
+    ),
+    Case(
         "max-length-above-encoder",
         "`text_max_length: 1000` with MiniLM (256 tokens)",
         errors.ConfigError,

@@ -117,3 +117,18 @@ def test_help_lists_every_plugin_option_with_its_default(capsys):
     text = capsys.readouterr().out
     for o in options.OPTIONS:
         assert f"--{o.name}=... (default {options.doc_value(o.default)})" in text
+
+
+def test_rec_pca_device_auto_takes_the_runs_gpu_and_numpy_otherwise():
+    import torch
+
+    from recbole_tfllmer.options import InitOptions
+
+    def init(device):
+        return InitOptions("rec_pca", 0.35, "item_space", True, False, False, "auto", 1e-5, 100, None, device)
+
+    assert init("auto").pca_device(torch.device("cpu")) is None
+    assert init("auto").pca_device(torch.device("cuda:1")) == torch.device("cuda:1")
+    assert init("auto").pca_device("cuda") == "cuda"
+    assert init("numpy").pca_device(torch.device("cuda")) is None
+    assert init("cpu").pca_device(torch.device("cuda")) == "cpu"

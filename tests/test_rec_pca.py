@@ -455,16 +455,21 @@ def test_iterative_solver_warns_when_it_runs_out_of_steps(problem):
     assert result.stats["iterations"] == 1 and result.stats["relative_residual"] > 1e-12
 
 
-def test_auto_solver_is_exact_on_small_catalogues_and_iterative_on_large(problem, monkeypatch):
-    from recbole_tfllmer.tfllmer import rec_pca as module
+def test_auto_solver_is_exact_unless_the_eigh_outweighs_the_passes(problem):
+    """auto follows the flop estimate: exact on every catalogue shape the benchmark measured it
+    faster on (and on our datasets), iterative for few items with very wide vectors."""
+    from recbole_tfllmer.tfllmer.rec_pca import _auto_solver
 
+    for shape in ((100_000, 4096), (200_000, 4096), (1_000_000, 1024), (12_101, 384), (1_682, 384)):
+        assert _auto_solver(*shape, 64) == "exact", shape
+    assert _auto_solver(2_000, 4096, 64) == "iterative"
     X, graph = problem
     assert rec_pca_projection(X, graph, 5, alpha=0.5).stats["solver"] == "exact"
-    monkeypatch.setattr(module, "_AUTO_EXACT_MAX_WORK", 1.0)  # as if X were 100k x 4096
-    large = rec_pca_projection(X, graph, 5, alpha=0.5, formulation="projection")
-    assert large.stats["solver"] == "iterative"
-    exact = rec_pca_projection(X, graph, 5, alpha=0.5, formulation="projection", solver="exact")
-    np.testing.assert_allclose(projector(large.components), projector(exact.components), atol=1e-3)
+    wide_X, wide_graph = planted_problem(n=160, dim=2000)  # 160 items x 2,000 dims: the eigh dominates
+    wide = rec_pca_projection(wide_X, wide_graph, 5, alpha=0.5, formulation="projection")
+    assert wide.stats["solver"] == "iterative"
+    exact = rec_pca_projection(wide_X, wide_graph, 5, alpha=0.5, formulation="projection", solver="exact")
+    np.testing.assert_allclose(projector(wide.components), projector(exact.components), atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -493,3 +498,52 @@ def test_progress_gets_one_line_per_phase(problem):
     lines.clear()
     rec_pca_projection(X, graph, 4, alpha=0.0, progress=lines.append)  # plain PCA: one phase
     assert len(lines) == 1 and "trade-off" not in lines[0]
+
+
+# --------------------------------------------------------------------------------------
+# the torch passes (rec_pca_device: a GPU when the run has one; torch on the CPU here)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", ["exact", "iterative"])
+@pytest.mark.parametrize("formulation", FORMS)
+@pytest.mark.parametrize("alpha,row_normalize", [(0.0, False), (0.5, False), (0.5, True)])
+def test_torch_passes_give_the_numpy_result(problem, solver, formulation, alpha, row_normalize):
+    """The same arithmetic through torch: equal to the numpy path up to float32 rounding."""
+    X, graph = problem
+    X = X.astype(np.float32)
+    kwargs = dict(alpha=alpha, formulation=formulation, row_normalize=row_normalize, solver=solver)
+    on_numpy = rec_pca_projection(X, graph, 5, **kwargs)
+    on_torch = rec_pca_projection(X, graph, 5, device="cpu", **kwargs)
+    assert on_numpy.stats["device"] == "numpy" and on_torch.stats["device"] == "cpu"
+    np.testing.assert_allclose(on_torch.eigenvalues, on_numpy.eigenvalues, rtol=1e-5)
+    scale = np.abs(on_numpy.embeddings).max()
+    same_columns_up_to_sign(on_torch.embeddings / scale, on_numpy.embeddings / scale, atol=1e-5)
+    for key in ("retained_variance", "tv_ratio"):
+        assert on_torch.stats[key] == pytest.approx(on_numpy.stats[key], rel=1e-5)
+
+
+def test_torch_passes_read_a_read_only_memory_map_in_place(problem, tmp_path):
+    X, graph = problem
+    path = tmp_path / "vectors.npy"
+    np.save(path, X.astype(np.float32))
+    mapped = np.load(path, mmap_mode="r")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "not writable" warning would be one
+        result = rec_pca_projection(mapped, graph, 5, alpha=0.5, row_normalize=True, device="cpu")
+    expected = rec_pca_projection(X.astype(np.float32), graph, 5, alpha=0.5, row_normalize=True, device="cpu")
+    np.testing.assert_array_equal(result.embeddings, expected.embeddings)
+    np.testing.assert_array_equal(np.load(path), X.astype(np.float32))  # the file is untouched
+
+
+@pytest.mark.parametrize(
+    "device,message",
+    [
+        ("tpu", r"device must be a torch device such as cuda:0 or cpu, got 'tpu'"),
+        ("cuda:99", r"device 'cuda:99': this machine has"),
+    ],
+)
+def test_an_unusable_device_is_refused_before_any_work(problem, device, message):
+    X, graph = problem
+    with pytest.raises(ValueError, match=message):
+        rec_pca_projection(X, graph, 5, alpha=0.5, device=device)

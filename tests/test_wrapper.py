@@ -38,6 +38,23 @@ def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
     assert model.init_report.graph_edges > 0
 
 
+def test_rec_pca_device_runs_the_passes_on_that_torch_device(ml_slice, tmp_path):
+    """`rec_pca_device: cpu` (torch) builds the table numpy builds, to float32 rounding; the
+    default `auto` on a run without a GPU is numpy."""
+    tables, reports = [], []
+    for device in ("cpu", "auto"):
+        config, _, train_data, *_ = prepared(
+            ml_slice, tmp_path, item_norm="none", init_scale=None, rec_pca_alpha=0.35, rec_pca_device=device
+        )
+        model = build_model(config, train_data)
+        tables.append(model.item_table.weight.detach().numpy()[1:])
+        reports.append(model.init_report.rec_pca)
+    assert [r["device"] for r in reports] == ["cpu", "numpy"]
+    scale = np.abs(tables[1]).max()
+    signs = np.sign(np.sum(tables[0] * tables[1], axis=0))
+    np.testing.assert_allclose(tables[0] / scale, tables[1] * signs / scale, atol=1e-4)
+
+
 def test_iterative_solver_option_reaches_the_exact_projection(ml_slice, tmp_path):
     """`rec_pca_solver: iterative` through the config: the same subspace as the exact solver."""
     config, dataset, train_data, *_ = prepared(

@@ -1,6 +1,7 @@
 """Rec-PCA: recommendation-aware reduction of LLM item embeddings (method-notes, "Rec-PCA").
 
-Pure numpy/scipy.  ``X_p`` (n x D) are the prepared embeddings (optionally L2-normalised
+numpy/scipy; the passes over X run in :mod:`.dense_passes` (numpy, or torch on a GPU with
+``device``).  ``X_p`` (n x D) are the prepared embeddings (optionally L2-normalised
 rows, then centred), ``A~`` the normalised co-occurrence adjacency of the training split
 (``normalized_adjacency``; eigenvalues in [-1, 1]) and d the backbone's embedding size.
 Two quantities are traded off:
@@ -68,6 +69,7 @@ import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 
 from .cooccurrence import as_checked_csr, available_cores, connected_mask, graph_total_variation
+from .dense_passes import check_device, dense_passes, prepared_chunk, row_chunks
 
 try:  # optional (ships with scikit-learn); without it LAPACK runs with its default threads
     from threadpoolctl import threadpool_limits
@@ -82,16 +84,17 @@ FORMULATIONS = ("item_space", "projection")
 # defaults"); the boards' RecPCAOnly / TFLLMER presets set 0.35.
 DEFAULT_ALPHA = 0.0
 
-# Rows per chunk: a chunk of X is |X| / 8, clamped to [4 MiB, 64 MiB], so per-chunk
-# temporaries stay a small fraction of X for large and small catalogues alike.
-_CHUNK_BYTES_MIN, _CHUNK_BYTES_MAX, _CHUNKS_PER_MATRIX = 4 * 2**20, 64 * 2**20, 8
 # Width of the column blocks of the sparse product: 16 float32 = one cache line per row.
 _SPARSE_COLUMN_BLOCK = 16
 _MAX_SPARSE_THREADS = 8
 # Width of the column blocks of the upper block-triangle of G.
 _GRAM_COLUMN_BLOCK = 512
-# solver="auto" builds the D x D matrices exactly while n D^2 / 2 (their multiply-adds) stays below this.
-_AUTO_EXACT_MAX_WORK = 1e11
+# solver="auto" compares flop estimates of the PCA part (see _auto_solver).  The exact solver's
+# D x D eigh is BLAS-2 bound: ~5 s at D = 4,096 on one thread here, worth ~10 D^3 flops of syrk;
+# the iterative one's thin (n, D) x (D, 2d) products ran at about half syrk's flop rate and it
+# took 8 steps on the benchmark spectra.
+_EIGH_FLOPS_PER_D3 = 10.0
+_ITERATIVE_STEPS, _THIN_PRODUCT_PENALTY = 8, 2.0
 # item_space, iterative mode: relative accuracy of the eigenvalues behind the graph scale s_A.
 _GRAPH_SCALE_TOL = 1e-2
 # item_space: the semantic kernel is applied as X_p (X_p^T v) (two passes over X per
@@ -173,21 +176,13 @@ def _as_embedding_matrix(X) -> np.ndarray:
     return arr
 
 
-def _row_chunks(n_rows: int, row_bytes: int):
-    row_bytes = max(row_bytes, 1)
-    chunk_bytes = min(max(n_rows * row_bytes // _CHUNKS_PER_MATRIX, _CHUNK_BYTES_MIN), _CHUNK_BYTES_MAX)
-    step = max(1, chunk_bytes // row_bytes)
-    for start in range(0, n_rows, step):
-        yield slice(start, min(start + step, n_rows))
-
-
 # --------------------------------------------------------------------------------------
 # passes over X
 # --------------------------------------------------------------------------------------
 def _row_scale(X: np.ndarray) -> np.ndarray:
     """1 / ||x_i|| (float64); all-zero rows keep scale 0 and stay zero."""
     norms = np.empty(X.shape[0])
-    for rows in _row_chunks(X.shape[0], X.shape[1] * 8):
+    for rows in row_chunks(X.shape[0], X.shape[1] * 8):
         chunk = X[rows].astype(np.float64)
         norms[rows] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
         del chunk  # free before the next chunk is allocated
@@ -201,35 +196,13 @@ def _row_scale(X: np.ndarray) -> np.ndarray:
 def _weighted_column_sum(X: np.ndarray, row_scale) -> np.ndarray:
     """sum_i s_i x_i in float64; doubles as the NaN/inf check (NaN and inf propagate)."""
     total = np.zeros(X.shape[1])
-    for rows in _row_chunks(X.shape[0], X.shape[1] * 8):
+    for rows in row_chunks(X.shape[0], X.shape[1] * 8):
         chunk = X[rows].astype(np.float64)
         total += chunk.sum(axis=0) if row_scale is None else row_scale[rows] @ chunk
         del chunk
     if not np.all(np.isfinite(total)):
         raise ValueError("X contains NaN or inf values (or values so large that they overflow)")
     return total
-
-
-def _prepared_chunk(X, rows, row_scale, mean_c):
-    """X_p[rows] = s_i x_i - mu, in X's dtype (a fresh C-contiguous chunk-sized array)."""
-    if row_scale is None:
-        chunk = np.subtract(X[rows], mean_c)
-    else:
-        chunk = np.multiply(X[rows], row_scale[rows].astype(X.dtype)[:, None])
-        chunk -= mean_c
-    return np.ascontiguousarray(chunk)
-
-
-def _gram_matrix(X, row_scale, mean):
-    """G = X_p^T X_p (plain PCA), row-chunked, accumulated in float64."""
-    dim = X.shape[1]
-    gram = np.zeros((dim, dim))
-    mean_c = mean.astype(X.dtype)
-    for rows in _row_chunks(X.shape[0], dim * X.itemsize):
-        chunk = _prepared_chunk(X, rows, row_scale, mean_c)
-        gram += chunk.T @ chunk  # numpy dispatches A^T A to syrk
-        del chunk
-    return gram
 
 
 def _sparse_times_columns(sparse, prepare_columns, n_columns, out):
@@ -282,8 +255,8 @@ def _graph_gram_matrix(X, graph, row_scale, mean, seconds):
     started = time.perf_counter()
     agreement = np.zeros((dim, dim))
     gram = np.zeros((dim, dim))
-    for rows in _row_chunks(n, dim * X.itemsize):
-        chunk = _prepared_chunk(X, rows, row_scale, mean_c)
+    for rows in row_chunks(n, dim * X.itemsize):
+        chunk = prepared_chunk(X, rows, row_scale, mean_c)
         gram += chunk.T @ chunk  # numpy dispatches A^T A to syrk
         y_rows = smoothed[rows]
         for start in range(0, dim, _GRAM_COLUMN_BLOCK):
@@ -295,22 +268,17 @@ def _graph_gram_matrix(X, graph, row_scale, mean, seconds):
     return gram, agreement
 
 
-def _pass_operator(X, row_scale, mean, graph, semantic_weight, graph_weight):
+def _pass_operator(passes, graph, semantic_weight, graph_weight):
     """``V -> X_p^T (s X_p V + g A~ X_p V)`` (D x k blocks): two row-chunked passes over X
     in X's dtype and one thin sparse product, accumulated in float64."""
-    n, dim = X.shape
-    dtype = X.dtype
-    mean_c = mean.astype(dtype)
+    dtype = passes.X.dtype
     graph_c = None
     if graph is not None and graph_weight != 0.0:
         graph_c = graph.astype(dtype)
         graph_c.data *= dtype.type(graph_weight)
 
     def apply(basis):
-        basis_c = basis.astype(dtype)
-        projected = np.empty((n, basis.shape[1]), dtype=dtype)
-        for rows in _row_chunks(n, dim * X.itemsize):
-            projected[rows] = _prepared_chunk(X, rows, row_scale, mean_c) @ basis_c
+        projected = passes.project(basis, dtype=dtype)
         mixed = projected * dtype.type(semantic_weight)
         if graph_c is not None:
             smoothed = np.empty_like(projected)
@@ -319,10 +287,7 @@ def _pass_operator(X, row_scale, mean, graph, semantic_weight, graph_weight):
             )
             mixed += smoothed
             del smoothed
-        result = np.zeros((dim, basis.shape[1]))
-        for rows in _row_chunks(n, dim * X.itemsize):
-            result += _prepared_chunk(X, rows, row_scale, mean_c).T @ mixed[rows]
-        return result
+        return passes.transpose_product(mixed)
 
     return apply
 
@@ -381,16 +346,6 @@ def _lanczos_top(apply, dim, n_components, tol):
     return values[order].copy(), _fix_signs(vectors[:, order].copy())
 
 
-def _transpose_product(X, row_scale, mean, U):
-    """``X_p^T U`` in one row-chunked pass (products in X's dtype, accumulated in float64)."""
-    dim = X.shape[1]
-    mean_c = mean.astype(X.dtype)
-    result = np.zeros((dim, U.shape[1]))
-    for rows in _row_chunks(X.shape[0], dim * X.itemsize):
-        result += _prepared_chunk(X, rows, row_scale, mean_c).T @ U[rows].astype(X.dtype)
-    return result
-
-
 def _principal_sines(basis_a, basis_b):
     """Sines of the principal angles between two subspaces given by orthonormal bases."""
     cosines = np.clip(sla.svdvals(basis_a.T @ basis_b), 0.0, 1.0)
@@ -437,27 +392,6 @@ def _fix_signs(vectors):
     return vectors
 
 
-def _project(X, row_scale, mean, basis):
-    """X_p V (products in X's dtype, stored as float64), one row-chunked pass."""
-    n, dim = X.shape
-    mean_c = mean.astype(X.dtype)
-    basis_c = basis.astype(X.dtype)
-    projected = np.empty((n, basis.shape[1]))
-    for rows in _row_chunks(n, dim * X.itemsize):
-        projected[rows] = _prepared_chunk(X, rows, row_scale, mean_c) @ basis_c
-    return projected
-
-
-def _total_variance(X, row_scale, mean):
-    """``tr(X_p^T X_p)`` in one row-chunked pass (float64 sums)."""
-    mean_c = mean.astype(X.dtype)
-    total = 0.0
-    for rows in _row_chunks(X.shape[0], X.shape[1] * X.itemsize):
-        chunk = _prepared_chunk(X, rows, row_scale, mean_c)
-        total += float(np.einsum("ij,ij->i", chunk, chunk).sum(dtype=np.float64))
-    return total
-
-
 def _connected_variance(Z, connected):
     return float(np.einsum("ij,ij->", Z[connected], Z[connected]))
 
@@ -478,6 +412,7 @@ def rec_pca_projection(
     tol=1e-5,
     max_iter=100,
     progress=None,
+    device=None,
 ) -> RecPCAResult:
     """Rec-PCA item vectors of LLM item embeddings (module docstring).
 
@@ -499,7 +434,9 @@ def rec_pca_projection(
     subspace and PCA's: in feature space for projection, item space for item_space);
     ``semantic_scale`` / ``graph_scale`` (the normalisers s_K, s_A or s_G); ``seconds``.
     ``progress``: a callable given one line as each phase ends (the wrapper passes its logger
-    on large catalogues, where a run takes tens of seconds).
+    on large catalogues, where a run takes tens of seconds).  ``device`` (``rec_pca_device``):
+    None runs the passes over X with numpy; a torch device (``"cuda:0"``) runs them there
+    (:mod:`.dense_passes`; the projection formulation's exact ``X_p^T A~ X_p`` stays on numpy).
     """
     started = time.perf_counter()
     seconds = {}
@@ -507,6 +444,7 @@ def rec_pca_projection(
     alpha = check_alpha(alpha)
     formulation = check_formulation(formulation)
     solver = check_solver_options(solver, tol, max_iter)
+    device = check_device(device)
     n_items, dim_in = X.shape
     n_components = _check_n_components(n_components, dim_in)
     if n_items < n_components:
@@ -529,17 +467,18 @@ def rec_pca_projection(
     row_scale = _row_scale(X) if row_normalize else None
     column_sum = _weighted_column_sum(X, row_scale)
     mean = column_sum / n_items if center else np.zeros(dim_in)
+    passes = dense_passes(X, row_scale, mean, device)
     seconds["checks_and_mean"] = time.perf_counter() - started
 
     use_graph = graph is not None and alpha != 0.0 and bool(connected.any())
     if solver == "auto":
-        solver = "exact" if n_items * dim_in**2 / 2 <= _AUTO_EXACT_MAX_WORK else "iterative"
+        solver = _auto_solver(n_items, dim_in, n_components)
     lanczos_tol = 0.0 if solver == "exact" else tol
     full_kernel = n_items * dim_in <= _ITEM_SPACE_FULL_KERNEL_MAX
     kernel_rank = n_components
     if use_graph and formulation == "item_space" and not full_kernel:
         kernel_rank = min(dim_in, 2 * n_components)
-    info = {"solver": solver}
+    info = {"solver": solver, "device": passes.device_name}
 
     # 1. PCA: the alpha = 0 answer, the semantic scale s_K and the geometry report's reference.
     step = time.perf_counter()
@@ -548,14 +487,14 @@ def rec_pca_projection(
         if use_graph and formulation == "projection":
             gram, agreement = _graph_gram_matrix(X, graph, row_scale, mean, seconds)
         else:
-            gram = _gram_matrix(X, row_scale, mean)
+            gram = passes.gram()
             seconds["gram_matrices"] = time.perf_counter() - step
         total_variance = float(np.trace(gram))
         step = time.perf_counter()
         pca_values, pca_components = _top_eigenvectors(gram, kernel_rank)
         seconds["pca_eigh"] = time.perf_counter() - step
     else:
-        apply_gram = _pass_operator(X, row_scale, mean, None, 1.0, 0.0)
+        apply_gram = _pass_operator(passes, None, 1.0, 0.0)
         values, vectors, pca_info = _subspace_iteration(apply_gram, dim_in, n_components, tol, max_iter, seconds)
         pca_values, pca_components = values[:kernel_rank], vectors[:, :kernel_rank]
         info.update({"iterations": pca_info["iterations"], "relative_residual": pca_info["relative_residual"]})
@@ -567,7 +506,7 @@ def rec_pca_projection(
                 f"are approximate (raise rec_pca_max_iter or use rec_pca_solver 'exact')",
                 stacklevel=2,
             )
-        total_variance = _total_variance(X, row_scale, mean)
+        total_variance = passes.total_variance()
     semantic_scale = float(pca_values[:n_components].sum())
     if progress is not None:
         progress(
@@ -577,7 +516,7 @@ def rec_pca_projection(
     if not semantic_scale > 0:  # every item has the same vector: nothing to trade, Z = 0 (PCA)
         use_graph = False
     pca_basis = pca_components[:, :n_components]
-    pca_vectors = _project(X, row_scale, mean, pca_basis)
+    pca_vectors = passes.project(pca_basis)
 
     # 2. The trade-off.
     step = time.perf_counter()
@@ -590,17 +529,17 @@ def rec_pca_projection(
         if solver == "exact":
             graph_values = _top_eigenvectors(agreement, n_components)[0]
         else:
-            apply_agreement = _pass_operator(X, row_scale, mean, graph, 0.0, 1.0)
+            apply_agreement = _pass_operator(passes, graph, 0.0, 1.0)
             graph_values = _lanczos_top(apply_agreement, dim_in, n_components, lanczos_tol)[0]
         graph_scale = _positive_graph_scale(graph_values, "X_p^T A~ X_p (directions linear in X)")
         weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
         if solver == "exact":
             eigenvalues, components = _top_eigenvectors(weights[0] * gram + weights[1] * agreement, n_components)
         else:
-            apply_tradeoff = _pass_operator(X, row_scale, mean, graph, *weights)
+            apply_tradeoff = _pass_operator(passes, graph, *weights)
             eigenvalues, components = _lanczos_top(apply_tradeoff, dim_in, n_components, lanczos_tol)
         del gram, agreement
-        vectors = _project(X, row_scale, mean, components)
+        vectors = passes.project(components)
         kept_variance = float(np.einsum("ij,ij->", vectors, vectors))
     else:
         # s_A is only a scale: in iterative mode its eigenvalues need 1e-2 relative accuracy, not
@@ -611,9 +550,9 @@ def rec_pca_projection(
         if full_kernel:  # K V = X_p (X_p^T V), two row-chunked passes, no copy of X
 
             def kernel(V):
-                return _project(X, row_scale, mean, _transpose_product(X, row_scale, mean, V))
+                return passes.project(passes.transpose_product(V))
         else:  # the rank-r kernel P P^T with P = X_p V_r (n x r)
-            reduced = _project(X, row_scale, mean, pca_components)
+            reduced = passes.project(pca_components)
 
             def kernel(V):
                 return reduced @ (reduced.T @ V)
@@ -624,7 +563,7 @@ def rec_pca_projection(
         )
         # Column k carries sqrt(s_K theta_k): at alpha = 0 that is sigma_k, i.e. exactly PCA.
         vectors = item_basis * np.sqrt(np.maximum(semantic_scale * eigenvalues, 0.0))
-        captured = _transpose_product(X, row_scale, mean, item_basis)
+        captured = passes.transpose_product(item_basis)
         kept_variance = float(np.einsum("ij,ij->", captured, captured))
         info["kernel_rank"] = dim_in if full_kernel else kernel_rank
     seconds["tradeoff"] = time.perf_counter() - step
@@ -684,6 +623,20 @@ def rec_pca_projection(
         eigenvalues=np.asarray(eigenvalues, dtype=np.float64),
         stats=stats,
     )
+
+
+def _auto_solver(n_items, dim_in, n_components):
+    """`exact` where forming X_p^T X_p (n D^2 flops, syrk) plus one D x D eigh costs less than block
+    subspace iteration (2 passes of 2 n D (2d) flops per step), else `iterative`.
+
+    Measured on 2 CPU cores (``benchmarks/bench_rec_pca.py``; exact vs iterative PCA part): 100k x 4,096
+    14 s vs 19 s, 200k x 4,096 31 s vs 48 s, 1M x 1,024 10 s vs 89 s; so exact wherever n is large
+    next to D, and iterative only where the D^3 eigh dominates (few items, very wide vectors).
+    """
+    block = min(dim_in, max(2 * n_components, n_components + 16))
+    exact = n_items * dim_in**2 + _EIGH_FLOPS_PER_D3 * dim_in**3
+    iterative = _THIN_PRODUCT_PENALTY * _ITERATIVE_STEPS * 4 * n_items * dim_in * block
+    return "exact" if exact <= iterative else "iterative"
 
 
 def _positive_graph_scale(values, what):

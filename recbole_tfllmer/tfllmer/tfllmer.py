@@ -129,6 +129,7 @@ class TFLLMER(BackboneWrapper):
             solver=init.solver,
             tol=init.tol,
             max_iter=init.max_iter,
+            device=init.pca_device(config["device"]),
             progress=self.logger.info if embeddings[1:].size >= _PROGRESS_MIN_ENTRIES else None,
         )
         stats = dict(result.stats)
