@@ -196,12 +196,52 @@ def encode_items_main(argv):
     return 0
 
 
+def train_local_lm_main(argv):
+    """`recbole-tfllmer train-local-lm --config_files F --out DIR`: a small OPT trained on the dataset's
+    item text (allmrec/local_lm.py), for `allmrec_llm` where no pretrained LLM can be loaded."""
+    from recbole_tfllmer.allmrec.local_lm import LocalLMRecipe, catalogue_lines, train_local_lm
+
+    recipe = LocalLMRecipe()
+    parser = argparse.ArgumentParser(
+        prog="recbole-tfllmer train-local-lm",
+        description="Train a small causal LM on a dataset's item text (titles and text lines, no interactions) "
+        "and save it where `allmrec_llm` can load it.",
+    )
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: `dataset` in a config file)")
+    parser.add_argument("--config_files", default=None, help="space-separated config files")
+    parser.add_argument("--out", required=True, help="the model directory to write (replaced when complete)")
+    parser.add_argument("--title-field", default="title", help="the .item field A-LLMRec's prompts show")
+    for name in ("hidden", "layers", "heads", "epochs", "batch_size", "seed"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(recipe, name))
+    parser.add_argument("--learning-rate", type=float, default=recipe.learning_rate)
+    args, overrides = parser.parse_known_args(argv)
+    from recbole_tfllmer.quick_start import build_config
+
+    try:
+        config = build_config("TFLLMER", args.dataset, split_config_files(args.config_files), cmd_args=overrides)
+        lines = catalogue_lines(config, args.title_field)
+    except (TFLLMERError, ValueError) as err:
+        report(f"recbole-tfllmer: error: {err}")
+        return 2
+    fields = {
+        k: getattr(args, k) for k in ("hidden", "layers", "heads", "epochs", "batch_size", "seed", "learning_rate")
+    }
+    result = train_local_lm(lines, args.out, LocalLMRecipe(**fields))
+    print(
+        f"{os.path.abspath(os.path.expanduser(args.out))}: OPT with {result['parameters']} parameters, {result['lines']} "
+        f"lines, final next-token loss {result['epoch_losses'][-1]:.4f}, {result['seconds']:.0f} s"
+    )
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export-item-table"]:
         return export_item_table_main(argv[1:])
     if argv[:1] == ["encode-items"]:
         return encode_items_main(argv[1:])
+    if argv[:1] == ["train-local-lm"]:
+        return train_local_lm_main(argv[1:])
     args, overrides = build_parser().parse_known_args(argv)
     from recbole_tfllmer.quick_start import run
 

@@ -317,3 +317,23 @@ def test_bad_dtype_and_8bit_on_cpu_are_config_errors(tiny_lm_dir):
         load_causal_lm(tiny_lm_dir, dtype="int4", device="cpu")
     with pytest.raises(ConfigError, match="allmrec_llm_8bit"):
         load_causal_lm(tiny_lm_dir, dtype="float16", device="cpu", load_in_8bit=True)
+
+
+def test_local_lm_trains_on_item_text_and_loads_as_allmrec_llm(tmp_path):
+    """`train-local-lm`'s trainer: the next-token loss falls, the directory appears only complete,
+    and it loads as A-LLMRec's frozen LM with the markers in its vocabulary; same seed, same weights."""
+    from recbole_tfllmer.allmrec.local_lm import LocalLMRecipe, train_local_lm, training_lines
+
+    lines = training_lines([f"Title: {t}" for t in TITLES], TITLES + ["No Title", None])
+    assert len(lines) == 2 * len(TITLES) and lines[len(TITLES)] == f'"{TITLES[0]}"'
+    recipe = LocalLMRecipe(hidden=16, layers=1, heads=2, epochs=6, batch_size=8, learning_rate=3e-3)
+    reports = [train_local_lm(lines, tmp_path / name, recipe, log=lambda line: None) for name in ("a", "b")]
+    losses = reports[0]["epoch_losses"]
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no staging folder left
+    first, second = (load_causal_lm(tmp_path / name, dtype="float32", device="cpu") for name in ("a", "b"))
+    assert set(first.marker_ids) == set(MARKERS)
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="no item text"):
+        train_local_lm([], tmp_path / "c", recipe)

@@ -193,6 +193,12 @@ def test_presets_ship_with_the_package_and_paths_resolve_beside_the_yaml_then_th
     assert spec.datasets["ds"]["properties"] == (board_dir / "props" / "ds.yaml").resolve()  # beside the yaml
     assert spec.datasets["ds"]["overrides"]["data_path"] == str((run_dir / "data").resolve()) + os.sep  # cwd
     assert spec.method_dir == (run_dir / "mine").resolve()
+    assert spec.method_file("Mine") == (run_dir / "mine" / "Mine.yaml").resolve()
+    assert spec.method_file("LLMInit").name == "LLMInit.yaml"  # not in method_dir: the shipped preset
+    with pytest.raises(
+        SpecError, match=r"method 'Nope' has no preset .*mine.Nope.yaml; presets in .*: .*LLMInit.*Mine"
+    ):
+        spec.method_file("Nope")
     assert spec.results_dir() == run_dir.absolute() / "results" / "b"
     assert spec.results_dir("elsewhere") == run_dir.absolute() / "elsewhere" / "b"
     raw["datasets"]["ds"]["properties"] = "props/missing.yaml"

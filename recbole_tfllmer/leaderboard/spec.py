@@ -27,7 +27,7 @@ so the board runs the chain in order. A-LLMRec's backbone is its frozen model's,
 run on `collab_backbone` only.
 
 The presets ship with the package (recbole_tfllmer/properties/method/); a board may name
-another folder with `method_dir:`. Relative paths in a board yaml resolve against the yaml's
+another folder with `method_dir:`, whose presets come first (a name it lacks is the shipped one). Relative paths in a board yaml resolve against the yaml's
 folder, then the current directory: nothing here assumes a repository checkout.
 """
 
@@ -116,14 +116,17 @@ class LeaderboardSpec:
         return Path(root or "results").absolute() / self.name
 
     def method_file(self, method):
-        path = Path(self.method_dir) / f"{method}.yaml"
-        if not path.is_file():
-            shipped = sorted(p.stem for p in Path(self.method_dir).glob("*.yaml"))
-            raise SpecError(
-                f"leaderboard {self.path}: method {method!r} has no preset {path}; "
-                f"presets in {self.method_dir}: {', '.join(shipped) or 'none'}"
-            )
-        return path
+        """The board's `method_dir` preset of that name, else the shipped one."""
+        folders = list(dict.fromkeys([Path(self.method_dir), Path(METHOD_DIR)]))
+        for folder in folders:
+            path = folder / f"{method}.yaml"
+            if path.is_file():
+                return path
+        known = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+        raise SpecError(
+            f"leaderboard {self.path}: method {method!r} has no preset {Path(self.method_dir) / f'{method}.yaml'}; "
+            f"presets in {' and '.join(str(f) for f in folders)}: {', '.join(known) or 'none'}"
+        )
 
     def method_options(self, method):
         with open(self.method_file(method), encoding="utf-8") as f:
