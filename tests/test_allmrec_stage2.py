@@ -249,8 +249,10 @@ def test_loss_decreases_on_a_repeated_batch_and_is_the_target_likelihood(frozen_
     module = new_module(frozen_lm)
     users = [make_user(8), make_user(9)]
     batch = make_batch(users, [4, 7])
-    losses = train_stage2(module, lambda epoch: [batch], epochs=5, lr=1e-2)
+    lines = []
+    losses = train_stage2(module, lambda epoch: [batch], epochs=5, lr=1e-2, log=lines.append)
     assert all(torch.isfinite(torch.tensor(losses)))
+    assert len(lines) == 5 and lines[4].startswith(f"stage 2 epoch 4: loss {losses[4]:.4f} over 1 steps in ")
     assert max(losses[1:]) < losses[0] and losses[-1] < losses[0] - 0.1, losses
     # the loss of one example is minus its target log-likelihood per target token
     user = users[0]

@@ -217,7 +217,7 @@ class ALLMRec(SequentialRecommender):
                     "targets": [target_text(self.titles[int(targets[i])]) for i in chunk],  # '"title"' (+ EOS)
                 }
 
-        return train_stage2(self.soft_prompt, batches, opts.stage2_epochs, lr=opts.stage2_lr, betas=BETAS)
+        return train_stage2(self.soft_prompt, batches, opts.stage2_epochs, lr=opts.stage2_lr, betas=BETAS, log=log)
 
     # -- RecBole's interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction):

@@ -11,6 +11,7 @@ LM, and switching the recommender to train mode never turns the LM's dropout on)
 import contextlib
 import logging
 import math
+import time
 
 import torch
 from torch import nn
@@ -196,12 +197,12 @@ class SoftPromptRecommender(nn.Module):
         return next_token_loss(logits, labels)
 
 
-def train_stage2(module, batches, epochs, lr=1e-4, betas=(0.9, 0.98), log_every=None):
+def train_stage2(module, batches, epochs, lr=1e-4, betas=(0.9, 0.98), log_every=None, log=None):
     """Adam over F_U and F_I (the LM has no trainable parameters and stays in eval mode).
 
     `batches(epoch)` yields dicts with `BATCH_KEYS`; the caller owns shuffling and candidate
     sampling, so a resumed or repeated run sees the same batches. Returns the mean loss of
-    each epoch."""
+    each epoch; `log` gets one line per epoch (on a CPU an epoch of a real LM takes minutes)."""
     optimizer = torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
     was_training = module.training
     module.train()
@@ -209,7 +210,13 @@ def train_stage2(module, batches, epochs, lr=1e-4, betas=(0.9, 0.98), log_every=
     epoch_losses = []
     try:
         for epoch in range(epochs):
-            epoch_losses.append(_train_epoch(module, optimizer, batches(epoch), epoch, log_every))
+            started = time.perf_counter()
+            mean, steps = _train_epoch(module, optimizer, batches(epoch), epoch, log_every)
+            epoch_losses.append(mean)
+            if log is not None:
+                log(
+                    f"stage 2 epoch {epoch}: loss {mean:.4f} over {steps} steps in {time.perf_counter() - started:.1f} s"
+                )
     finally:
         module.train(was_training)
     return epoch_losses
@@ -233,4 +240,4 @@ def _train_epoch(module, optimizer, batches, epoch, log_every):
             logging.getLogger().info(f"A-LLMRec stage 2: epoch {epoch} step {steps} loss {total / steps:.4f}")
     if steps == 0:
         raise ValueError(f"A-LLMRec stage 2: epoch {epoch} had no batches; the training users must not be empty.")
-    return total / steps
+    return total / steps, steps
