@@ -148,7 +148,9 @@ def main(argv=None):
     parser.add_argument("--components", type=int, default=64, help="d, the backbone's embedding size")
     parser.add_argument("--row-normalize", action="store_true", help="L2-normalise rows before centring")
     parser.add_argument("--solver", default="auto", choices=["auto", "exact", "iterative"])
-    parser.add_argument("--device", default=None, help="a torch device for this rank's passes (default numpy)")
+    parser.add_argument(
+        "--device", default=None, help="a torch device for this rank's passes (default numpy; cuda = cuda:LOCAL_RANK)"
+    )
     args = parser.parse_args(argv)
     if not os.path.isfile(args.input):
         print(f"sharded_pca: error: --input {args.input!r} does not exist", file=sys.stderr)
@@ -157,8 +159,11 @@ def main(argv=None):
     rank, world = dist.get_rank(), dist.get_world_size()
     X = np.load(args.input, mmap_mode="r")
     rows = shard_rows(X.shape[0], rank, world)
+    device = args.device
+    if device == "cuda":  # one GPU per rank on its machine, as torchrun numbers them
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     vectors, _, _, info = sharded_pca(
-        X[rows], args.components, row_normalize=args.row_normalize, solver=args.solver, device=args.device
+        X[rows], args.components, row_normalize=args.row_normalize, solver=args.solver, device=device
     )
     partial = f"{args.output}.partial.npy"
     if rank == 0:
