@@ -339,3 +339,27 @@ def test_local_lm_trains_on_item_text_and_loads_as_allmrec_llm(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="no item text"):
         train_local_lm([], tmp_path / "c", recipe)
+
+
+def test_train_local_lm_command_trains_on_the_dataset_item_file(tmp_path, capsys):
+    """`recbole-tfllmer train-local-lm`: reads the .item file as the data hook does, writes a model
+    `allmrec_llm` loads; a title field the file lacks is a one-line error naming the option."""
+    import json
+
+    import yaml
+
+    from recbole_tfllmer.cli import main
+    from tests.conftest import slice_config, write_ml100k_slice
+
+    data_path, name = write_ml100k_slice(tmp_path / "data", n_users=10)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(slice_config(data_path, name, tmp_path)), encoding="utf-8")
+    args = ["train-local-lm", "--config_files", str(config_file), "--out", str(tmp_path / "lm")]
+    tiny = ["--hidden", "16", "--layers", "1", "--heads", "2", "--epochs", "1"]
+    assert main([*args, "--title-field", "movie_title", *tiny]) == 0
+    assert "OPT with" in capsys.readouterr().out
+    report = json.loads((tmp_path / "lm" / "local_lm_report.json").read_text())
+    assert report["lines"] > 0 and report["recipe"]["hidden"] == 16
+    assert load_causal_lm(tmp_path / "lm", dtype="float32", device="cpu").hidden_size == 16
+    assert main([*args, "--title-field", "no_such_field", *tiny]) == 2
+    assert "title field 'no_such_field' is not in item file" in capsys.readouterr().err

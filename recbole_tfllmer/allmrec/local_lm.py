@@ -141,9 +141,15 @@ def catalogue_lines(config, title_field):
     """``training_lines`` of a RecBole config's dataset: the .item file read as the data hook reads it."""
     from recbole_tfllmer.text.encoders import config_value
     from recbole_tfllmer.text.hook import item_file_of, reader_options, text_fields_of
-    from recbole_tfllmer.text.item_text import item_texts_from_file, read_item_table
+    from recbole_tfllmer.text.item_text import item_texts_from_file, read_header, read_item_table
 
     item_file, id_field, opts = item_file_of(config), config["ITEM_ID_FIELD"], reader_options(config)
+    header = [name for name, _ in read_header(item_file, opts["field_separator"], opts["encoding"])]
+    if title_field not in header:
+        raise ValueError(
+            f"title field {title_field!r} is not in item file '{item_file}' (fields: {', '.join(header)}); "
+            "pass the one with the titles (--title-field, as `allmrec_title_field`)"
+        )
     texts, _ = item_texts_from_file(
         item_file, id_field, text_fields_of(config), config_value(config, "text_template"), **opts
     )
