@@ -318,3 +318,10 @@ def test_shards_split_the_chunks_and_a_plain_run_commits_them_without_a_model(en
 def test_a_bad_shard_is_refused(encoder, tmp_path, shard):
     with pytest.raises(ValueError, match="shard must be I/N with 0 <= I < N"):
         run(encoder, tmp_path, shard=shard)
+
+
+def test_a_cache_dir_that_does_not_exist_yet_is_created(encoder, reference, tmp_path):
+    """encode_with_cache called directly (not through the hook, which resolves the folder first)."""
+    matrix, info, _ = run(encoder, tmp_path / "new" / "cache")
+    np.testing.assert_allclose(matrix, reference, atol=1e-6)
+    assert os.path.dirname(info.cache_file) == str(tmp_path / "new" / "cache")

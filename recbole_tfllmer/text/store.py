@@ -276,6 +276,7 @@ def encode_with_cache(
     if len(tokens) != len(texts):
         raise ValueError(f"{len(tokens)} tokens but {len(texts)} texts")
     shard = check_shard(shard)
+    os.makedirs(cache_dir, exist_ok=True)  # the lock file lives there (the hook has made it; a direct caller may not)
     key, components = compute_cache_key(encoder.identity, template, fields, tokens, texts, chunk_size)
     npy_path, json_path, partial_dir = cache_paths(cache_dir, dataset_name, key)
 
