@@ -26,12 +26,13 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def ml100k_texts(limit=None):
-    import recbole
-
+def ml100k_texts(limit=None, item_file=None):
     from recbole_tfllmer.text.item_text import item_texts_from_file
 
-    item_file = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k", "ml-100k.item")
+    if item_file is None:  # RecBole's wheel ships ml-100k
+        import recbole
+
+        item_file = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k", "ml-100k.item")
     texts, _ = item_texts_from_file(
         item_file, "item_id", template="Title: {movie_title}. Year: {release_year}. Genres: {class}"
     )
@@ -48,7 +49,15 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="torch device for both paths (cuda on a GPU)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--decoder", choices=["none", "tiny", "0.5b"], default="none")
+    parser.add_argument(
+        "--decoder-only", action="store_true", help="skip MiniLM (e.g. where only its tokenizer files are at hand)"
+    )
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for the decoder (default: MiniLM's)")
+    parser.add_argument("--item-file", default=None, help="ml-100k.item (default: the copy in RecBole's wheel)")
     args = parser.parse_args(argv)
+    if args.decoder_only:
+        tokens, texts = ml100k_texts(args.items, args.item_file)
+        return 0 if bench_decoder(args, tokens, texts) else 1
 
     import numpy as np
     import torch
@@ -57,7 +66,7 @@ def main(argv=None):
     from recbole_tfllmer.text.encoders import SentenceTransformerEncoder, bundled_model_dir
     from recbole_tfllmer.text.store import encode_with_cache
 
-    tokens, texts = ml100k_texts(args.items)
+    tokens, texts = ml100k_texts(args.items, args.item_file)
     model_dir = bundled_model_dir()
     bare = SentenceTransformer(model_dir, device=args.device, local_files_only=True)
     if args.dtype != "float32" and args.device.startswith("cuda"):
@@ -123,7 +132,7 @@ def bench_decoder(args, tokens, texts):
     from recbole_tfllmer.text.store import encode_with_cache
 
     with tempfile.TemporaryDirectory() as model_dir, tempfile.TemporaryDirectory() as cache_root:
-        tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or bundled_model_dir())
         torch.manual_seed(0)
         config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=512, **DECODERS[args.decoder])
         Qwen2Model(config).save_pretrained(model_dir)
