@@ -463,6 +463,7 @@ def test_auto_solver_is_exact_unless_the_eigh_outweighs_the_passes(problem):
     for shape in ((100_000, 4096), (200_000, 4096), (1_000_000, 1024), (12_101, 384), (1_682, 384)):
         assert _auto_solver(*shape, 64) == "exact", shape
     assert _auto_solver(2_000, 4096, 64) == "iterative"
+    assert _auto_solver(300, 384, 32) == "exact"  # tiny: exact whatever the ratio (0.1 s of work at most)
     X, graph = problem
     assert rec_pca_projection(X, graph, 5, alpha=0.5).stats["solver"] == "exact"
     wide_X, wide_graph = planted_problem(n=160, dim=2000)  # 160 items x 2,000 dims: the eigh dominates
