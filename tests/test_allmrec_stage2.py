@@ -2,6 +2,7 @@
 frozen LM, where the soft tokens go, what the loss covers, cached vs uncached candidate
 likelihoods, generation and the errors (spec B.4, B.5, C.4, C.6 A-LLMRec #2)."""
 
+import json
 import logging
 
 import pytest
@@ -339,6 +340,9 @@ def test_local_lm_trains_on_item_text_and_loads_as_allmrec_llm(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="no item text"):
         train_local_lm([], tmp_path / "c", recipe)
+    train_local_lm(lines[:4], tmp_path / "a", recipe, log=lambda line: None)  # replaces the model in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    assert json.loads((tmp_path / "a" / "local_lm_report.json").read_text())["lines"] == 4
 
 
 def test_train_local_lm_command_trains_on_the_dataset_item_file(tmp_path, capsys):

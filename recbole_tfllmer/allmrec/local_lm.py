@@ -128,9 +128,13 @@ def train_local_lm(lines, out_dir, recipe=None, log=print):
         }
         with open(os.path.join(staging, "local_lm_report.json"), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=1)
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
+        retired = None
+        if os.path.isdir(out_dir):  # moved aside first, so the old model goes only once the new one is in place
+            retired = tempfile.mkdtemp(prefix=".local-lm-old-", dir=parent)
+            os.replace(out_dir, os.path.join(retired, "model"))
         os.replace(staging, out_dir)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
