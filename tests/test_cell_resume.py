@@ -113,6 +113,22 @@ def test_killed_board_resumes_mid_cell_with_the_uninterrupted_result(tmp_path):
     assert 2 <= killed_after < EPOCHS - 1, "the board was not killed in the middle of its cell"
     assert not CellStore(tmp_path / "results-killed" / "resume").is_done(cell_id)
 
+    # --list tells a paused cell (progress file, the claiming worker dead) from a fresh one, and where it stands
+    listing = subprocess.run(
+        command(spec_path, tmp_path / "results-killed", workdir) + ["--list"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    line = next(row for row in listing.splitlines() if cell_id in row)
+    assert line.startswith(f"paused  {cell_id}  (epoch "), line
+    listed_epochs = int(line.split("(epoch ")[1].split()[0])
+    assert killed_after + 1 <= listed_epochs < EPOCHS and f"of at most {EPOCHS} done" in line
+    assert f"/{EPOCHS} evaluations since" in line and "s per epoch lately" in line
+
     # restart: the same command continues the cell from its last evaluation
     run_to_end(command(spec_path, tmp_path / "results-killed", workdir), tmp_path, env)
     resumed = CellStore(tmp_path / "results-killed" / "resume").read(cell_id)

@@ -288,9 +288,12 @@ def test_resume_skips_done_cells_and_reruns_stale(tmp_path, monkeypatch):
     command.main(args)
     assert ran == [first[0]]
     # a live claim by another worker is respected; a claim of a dead process is taken over
+    assert not store.is_claimed(first[1])
     assert store.claim(first[1]) and not store.claim(first[1])
+    assert store.is_claimed(first[1])
     store.release(first[1])
     (store.claims_dir / f"{first[1]}.claim").write_text("%s 999999999 %d\n" % (os.uname().nodename, 10**10))
+    assert not store.is_claimed(first[1])
     assert store.claim(first[1])
     md = (results / "tiny" / "leaderboard.md").read_text()
     assert "Cells: 6 of 6 done" in md

@@ -250,6 +250,19 @@ def _run_entry(entry, store, workdir, args, position):
         store.release(cell_id)
 
 
+def _list_line(spec, cell, store, workdir):
+    """`--list`: done / running (a live worker holds the claim) / paused (a progress file, no
+    worker) / todo, with the progress of a half-finished cell."""
+    from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
+
+    entry = cell_entry(spec, cell, store, workdir)
+    if entry.done(store):
+        return f"done    {cell.cell_id}"
+    where = CellProgress(workdir, cell.cell_id, entry.fingerprint).describe()
+    state = "running" if store.is_claimed(cell.cell_id) else ("paused " if where else "todo   ")
+    return f"{state} {cell.cell_id}" + (f"  ({where})" if where else "")
+
+
 def _tune(spec, filters, workdir, args):
     """Phase 1 of a board with `tuning:` (tuning.py): run the trials, pick the winners, set spec.tuned."""
     from recbole_tfllmer.leaderboard import tuning
@@ -313,7 +326,7 @@ def main(argv=None):
 
     if args.list:
         for c in cells:
-            print(("done   " if cell_entry(spec, c, store, workdir).done(store) else "todo   ") + c.cell_id)
+            print(_list_line(spec, c, store, workdir))
         return 0
 
     from recbole_tfllmer.leaderboard.summary import write_summary

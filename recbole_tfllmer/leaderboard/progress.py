@@ -14,6 +14,8 @@ weights_only=True like every checkpoint of this plugin, and is tied to the cell'
 fingerprint: a changed board configuration starts the cell afresh.
 """
 
+import json
+import time
 from logging import getLogger
 from pathlib import Path
 
@@ -53,6 +55,34 @@ class CellProgress:
         state = trainer.training_state(epoch)
         state.update({"progress_format": PROGRESS_FORMAT, "fingerprint": self.fingerprint, "runner": runner_state})
         atomic_torch_save(state, self.path)
+
+    def describe(self, state=None):
+        """One line on where a half-finished cell stands (``--list``), or None without a usable
+        file: epochs done of the cap, the best validation score so far and at which epoch, how
+        many evaluations of the patience are used up, the recent seconds per epoch and the age of
+        the file (a file untouched for longer than an epoch means no worker is on the cell)."""
+        state = self.load() if state is None else state
+        if state is None:
+            return None
+        runner = state["runner"]
+        final = json.loads(state["config"]).get("final", {})
+        epochs_done = int(state["epoch"]) + 1
+        seconds = [
+            t + v for t, v in zip(runner.get("epoch_train_seconds", []), runner.get("epoch_valid_seconds", []))
+        ][-5:]
+        parts = [f"epoch {epochs_done} of at most {final.get('epochs', '?')} done"]
+        if runner.get("best_epoch") is not None:
+            parts.append(
+                f"best valid {final.get('valid_metric', 'score')} {float(state['best_valid_score']):.4f} at epoch "
+                f"{runner['best_epoch']}, {int(state['cur_step'])}/{final.get('stopping_step', '?')} evaluations since"
+            )
+        if seconds:
+            parts.append(f"{sum(seconds) / len(seconds):.0f} s per epoch lately")
+        if runner.get("resumes"):
+            parts.append(f"resumed {len(runner['resumes'])}x")
+        age = max(0.0, time.time() - self.path.stat().st_mtime)
+        parts.append(f"saved {age / 60:.0f} min ago" if age < 5400 else f"saved {age / 3600:.1f} h ago")
+        return "; ".join(parts)
 
     def clear(self):
         self.path.unlink(missing_ok=True)

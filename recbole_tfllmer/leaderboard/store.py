@@ -130,6 +130,11 @@ class CellStore:
             f.write(stamp)
         return True
 
+    def is_claimed(self, cell_id, stale_seconds=6 * 3600):
+        """Whether a live worker holds the cell (what `claim` would refuse), without taking it."""
+        path = self.claims_dir / f"{cell_id}.claim"
+        return path.is_file() and not self._claim_is_stale(path, stale_seconds)
+
     def release(self, cell_id):
         try:
             (self.claims_dir / f"{cell_id}.claim").unlink()
