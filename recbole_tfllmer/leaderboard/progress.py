@@ -67,9 +67,9 @@ class CellProgress:
         runner = state["runner"]
         final = json.loads(state["config"]).get("final", {})
         epochs_done = int(state["epoch"]) + 1
-        seconds = [
-            t + v for t, v in zip(runner.get("epoch_train_seconds", []), runner.get("epoch_valid_seconds", []))
-        ][-5:]
+        seconds = [t + v for t, v in zip(runner.get("epoch_train_seconds", []), runner.get("epoch_valid_seconds", []))][
+            -5:
+        ]
         parts = [f"epoch {epochs_done} of at most {final.get('epochs', '?')} done"]
         if runner.get("best_epoch") is not None:
             parts.append(
