@@ -36,10 +36,12 @@ BOARD ?= ml-100k
 leaderboard: $(STAMP)
 	$(BIN)/python -m recbole_tfllmer.leaderboard --config leaderboards/$(BOARD).yaml
 
-# The converged boards in the background, two cells at a time (one torch thread each); run it
+# The converged boards in the background, one worker per board (one torch thread each); run it
 # again after any stop: finished cells are skipped and a half-finished cell resumes. ONLY=...
-# filters cells (e.g. ONLY=method=RandInit,LLMInit,NormOnly). Logs: ~/.cache/recbole_tfllmer/.
-CONVERGED ?= Amazon_Beauty-converged Amazon_Toys-converged ml-100k-converged ml-100k-cand20 ml-100k-allmrec-s1
+# filters cells (e.g. ONLY=method=RandInit,LLMInit,NormOnly); CONVERGED=... picks boards (on 2 cores,
+# run two or three at a time). Logs: ~/.cache/recbole_tfllmer/.
+CONVERGED ?= Amazon_Beauty-converged Amazon_Toys-converged ml-100k-converged ml-100k-cand20 ml-100k-allmrec-s1 \
+	Amazon_Beauty-cand20
 ONLY ?=
 converged: $(STAMP)
 	mkdir -p $(HOME)/.cache/recbole_tfllmer
