@@ -218,7 +218,7 @@ def test_run_trains_with_scft_then_reloads_with_identical_scores_and_the_second_
     assert "embedding cache hit" in caplog.text
 
 
-def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_table(ml_slice, tmp_path, in_tmp):
+def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_table(ml_slice, tmp_path, in_tmp, capsys):
     from recbole_tfllmer.leaderboard.spec import SpecError, load_spec
 
     data_path, name = ml_slice
@@ -241,6 +241,23 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     assert artifact.is_file() and (artifact.parent / f"{source}.tokens.txt").is_file()
     assert llmemb["status"] == "done" and llmemb["config_overrides"]["llmemb_collab"] == str(artifact)
     assert llmemb["tfllmer_info"]["pca_dim"] == 32
+    # a finished source whose export is gone is listed for a re-run, not as done or todo
+    from recbole_tfllmer.leaderboard import command
+
+    listing = [
+        "--config",
+        str(board_file),
+        "--results-root",
+        str(tmp_path / "results"),
+        "--workdir",
+        str(tmp_path / "w"),
+    ]
+    artifact.unlink()
+    capsys.readouterr()
+    assert command.main([*listing, "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"rerun   {source}  (finished, but another cell needs its export {source}.npy: runs again last)" in lines
+    assert f"done    {name}__SASRec__LLMEmb__st__seed3" in lines
     # the LLMEmb cell is stale when its source changes
     spec = load_spec(board_file)
     cell = next(c for c in spec.cells() if c.method == "LLMEmb")

@@ -251,13 +251,17 @@ def _run_entry(entry, store, workdir, args, position):
 
 
 def _list_line(spec, cell, store, workdir):
-    """`--list`: done / running (a live worker holds the claim) / paused (a progress file, no
-    worker) / todo, with the progress of a half-finished cell."""
+    """`--list`: done / rerun (finished, but an export another cell needs is missing) / running (a
+    live worker holds the claim) / paused (a progress file, no worker) / todo, with the progress of
+    a half-finished cell."""
     from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
 
     entry = cell_entry(spec, cell, store, workdir)
     if entry.done(store):
         return f"done    {cell.cell_id}"
+    if store.is_done(cell.cell_id, entry.fingerprint):  # finished before another cell needed its export
+        missing = ", ".join(a.name for a in entry.artifacts if not a.is_file())
+        return f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: runs again last)"
     where = CellProgress(workdir, cell.cell_id, entry.fingerprint).describe()
     state = "running" if store.is_claimed(cell.cell_id) else ("paused " if where else "todo   ")
     return f"{state} {cell.cell_id}" + (f"  ({where})" if where else "")
