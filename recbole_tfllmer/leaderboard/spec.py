@@ -129,8 +129,7 @@ class LeaderboardSpec:
         )
 
     def method_options(self, method):
-        with open(self.method_file(method), encoding="utf-8") as f:
-            options = yaml.safe_load(f) or {}
+        options = dict(_read_preset(self.method_file(method)))  # callers read it; only the top level changes
         options.update(self.method_overrides.get(method) or {})
         return options
 
@@ -227,6 +226,20 @@ class LeaderboardSpec:
             blob["requires"] = {source.cell_id: self.fingerprint(source)}
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+_PRESETS = {}
+
+
+def _read_preset(path):
+    """A method preset's options, parsed once per file version: a board asks for them for every
+    pair of cells (which cell needs which export), thousands of times on a large board."""
+    stat = os.stat(path)
+    key = (os.fspath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _PRESETS:
+        with open(path, encoding="utf-8") as f:
+            _PRESETS[key] = yaml.safe_load(f) or {}
+    return _PRESETS[key]
 
 
 def tuned_key(cell):
