@@ -239,6 +239,8 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     llmemb = store.read(f"{name}__SASRec__LLMEmb__st__seed3")
     artifact = results / "artifacts" / f"{source}.npy"
     assert artifact.is_file() and (artifact.parent / f"{source}.tokens.txt").is_file()
+    # ... and its checkpoint, which no cell here needs: a later A-LLMRec method finds it (no re-run)
+    assert (artifact.parent / f"{source}.pth").is_file()
     assert llmemb["status"] == "done" and llmemb["config_overrides"]["llmemb_collab"] == str(artifact)
     assert llmemb["tfllmer_info"]["pca_dim"] == 32
     # a finished source whose export is gone is listed for a re-run, not as done or todo

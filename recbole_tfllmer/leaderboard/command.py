@@ -78,7 +78,12 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
     if requirement is not None:  # the source's exported model (a path on this machine: not in the fingerprint)
         source, kind, option = requirement
         config[option] = str(spec.artifact_path(source, store.root, kind))
-    exports = spec.exports(cell)
+    exports = set(spec.exports(cell))
+    if cell.method == spec.collab_method and cell.backbone == spec.collab_backbone:
+        # a potential collaborative source writes both, needed or not: a method added to the board
+        # later (LLMEmb needs the table, A-LLMRec the checkpoint) then finds them instead of forcing a
+        # re-run of an hours-long cell.  Only what a cell needs counts for `done`.
+        exports |= {"item_table", "checkpoint"}
     return {
         "leaderboard": spec.name,
         "cell_id": cell_id or cell.cell_id,
