@@ -260,6 +260,10 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     lines = capsys.readouterr().out.splitlines()
     assert f"rerun   {source}  (finished, but another cell needs its export {source}.npy: runs again last)" in lines
     assert f"done    {name}__SASRec__LLMEmb__st__seed3" in lines
+    (store.cells_dir / f"{name}__SASRec__LLMEmb__st__seed3.json").unlink()  # as if it had not run yet
+    assert command.main([*listing, "--list"]) == 0
+    waiting = f"waits   {name}__SASRec__LLMEmb__st__seed3  (needs the export of {source}: runs once that cell is done)"
+    assert waiting in capsys.readouterr().out.splitlines()
     # the LLMEmb cell is stale when its source changes
     spec = load_spec(board_file)
     cell = next(c for c in spec.cells() if c.method == "LLMEmb")

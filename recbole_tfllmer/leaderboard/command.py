@@ -257,8 +257,8 @@ def _run_entry(entry, store, workdir, args, position):
 
 def _list_line(spec, cell, store, workdir):
     """`--list`: done / rerun (finished, but an export another cell needs is missing) / running (a
-    live worker holds the claim) / paused (a progress file, no worker) / todo, with the progress of
-    a half-finished cell."""
+    live worker holds the claim) / paused (a progress file, no worker) / waits (its source cell's
+    export does not exist yet) / todo, with the progress of a half-finished cell."""
     from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
 
     entry = cell_entry(spec, cell, store, workdir)
@@ -268,6 +268,8 @@ def _list_line(spec, cell, store, workdir):
         missing = ", ".join(a.name for a in entry.artifacts if not a.is_file())
         return f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: runs again last)"
     where = CellProgress(workdir, cell.cell_id, entry.fingerprint).describe()
+    if not where and not entry.ready():
+        return f"waits   {cell.cell_id}  (needs the export of {entry.source_id}: runs once that cell is done)"
     state = "running" if store.is_claimed(cell.cell_id) else ("paused " if where else "todo   ")
     return f"{state} {cell.cell_id}" + (f"  ({where})" if where else "")
 
