@@ -79,10 +79,11 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         source, kind, option = requirement
         config[option] = str(spec.artifact_path(source, store.root, kind))
     exports = set(spec.exports(cell))
-    if cell.method == spec.collab_method and cell.backbone == spec.collab_backbone:
-        # a potential collaborative source writes both, needed or not: a method added to the board
-        # later (LLMEmb needs the table, A-LLMRec the checkpoint) then finds them instead of forcing a
-        # re-run of an hours-long cell.  Only what a cell needs counts for `done`.
+    if cell_id is None and cell.method == spec.collab_method and cell.backbone == spec.collab_backbone:
+        # a board cell that may be a collaborative source writes both, needed or not: a method added
+        # to the board later (LLMEmb needs the table, A-LLMRec the checkpoint) then finds them instead
+        # of forcing a re-run of an hours-long cell.  Only what a cell needs counts for `done`; tuning
+        # trials (their own cell_id) export nothing.
         exports |= {"item_table", "checkpoint"}
     return {
         "leaderboard": spec.name,

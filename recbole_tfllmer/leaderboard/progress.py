@@ -56,12 +56,12 @@ class CellProgress:
         state.update({"progress_format": PROGRESS_FORMAT, "fingerprint": self.fingerprint, "runner": runner_state})
         atomic_torch_save(state, self.path)
 
-    def describe(self, state=None):
+    def describe(self):
         """One line on where a half-finished cell stands (``--list``), or None without a usable
         file: epochs done of the cap, the best validation score so far and at which epoch, how
         many evaluations of the patience are used up, the recent seconds per epoch and the age of
         the file (a file untouched for longer than an epoch means no worker is on the cell)."""
-        state = self.load() if state is None else state
+        state = self.load()
         if state is None:
             return None
         runner = state["runner"]
