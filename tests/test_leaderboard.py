@@ -156,6 +156,43 @@ def test_spec_cells_random_init_has_no_vector_kind(tmp_path):
     )
 
 
+def _board(tmp_path, **extra):
+    raw = {
+        "datasets": {"ml-100k": {"properties": str(REPO / "properties" / "ml-100k.yaml")}},
+        "backbones": ["SASRec"],
+        "methods": ["RandInit", "LLMInit"],
+        "seeds": [1],
+        **extra,
+    }
+    return spec_from_dict(raw, tmp_path / "b.yaml")
+
+
+def test_anchors_are_checked_against_the_board_and_leave_fingerprints_alone(tmp_path):
+    good = {"dataset": "ml-100k", "backbone": "SASRec", "method": "LLMInit", "metric": "ndcg@10", "value": 0.05,
+            "source": "a paper"}  # fmt: skip
+    plain, anchored = _board(tmp_path), _board(tmp_path, anchors=[good])
+    assert anchored.anchors == [good]
+    cell = Cell("ml-100k", "SASRec", "LLMInit", "st", 1)
+    assert plain.fingerprint(cell) == anchored.fingerprint(cell)  # a reading aid: no cell goes stale
+    for change, message in [
+        ({"method": "LLMEmb"}, r"b.yaml: anchors\[0\]: method 'LLMEmb' is not on the board"),
+        ({"backbone": "GRU4Rec"}, r"anchors\[0\]: backbone 'GRU4Rec' is not on the board"),
+        ({"metric": "mrr@10"}, r"anchors\[0\]: metric 'mrr@10' is not reported; use one of"),
+        ({"value": 5.2}, r"anchors\[0\]: value 5.2 must be a number in \(0, 1\]"),
+        ({"source": " "}, r"anchors\[0\]: give the `source`"),
+        ({"year": 2024}, r"anchors\[0\]: give exactly the fields"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            _board(tmp_path, anchors=[{**good, **change}])
+    with pytest.raises(SpecError, match=r"`anchors` must be a list"):
+        _board(tmp_path, anchors=good)
+
+
+def test_a_misspelt_board_key_is_refused_not_ignored(tmp_path):
+    with pytest.raises(SpecError, match=r"b.yaml: unknown key\(s\) \['overides'\]; a board yaml takes"):
+        _board(tmp_path, overides={"epochs": 1})
+
+
 def test_only_filters():
     cell = Cell("ml-100k", "SASRec", "TFLLMER", "st", 2020)
     assert cell_matches(cell, parse_only(["method=TFLLMER,NormOnly", "seed=2020"]))

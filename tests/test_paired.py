@@ -7,12 +7,13 @@ import pytest
 from recbole_tfllmer.leaderboard.paired import (
     compare_methods,
     decode_ranks,
+    difference_to_value,
     encode_ranks,
     paired_difference,
     per_user_metric,
     rows_hash,
 )
-from recbole_tfllmer.leaderboard.summary import paired_comparisons, to_markdown
+from recbole_tfllmer.leaderboard.summary import anchor_rows, paired_comparisons, to_markdown
 
 
 def synthetic(rng, effect, n_users=1000, seeds=3, user_sd=0.3, seed_sd=0.004, noise_sd=0.2):
@@ -128,3 +129,64 @@ def test_markdown_bolds_only_a_significant_first():
     md = to_markdown(rows, comparisons=comparisons)
     assert "paired differences" in md and "**" not in md.split("###")[0]  # a 0.005 gap on 3000 users: tied
     assert "best mean, tied" in md
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_distance_to_a_published_value_covers_the_true_distance(seeds):
+    """Our side's interval against a fixed number: coverage at its level, with and without a
+    seed spread (with one seed there is none to estimate, and the draws below have none)."""
+    rng = np.random.default_rng(5)
+    true_mean, published, reps, covered = 0.05, 0.045, 300, 0
+    for rep in range(reps):
+        seed_sd = 0.004 if seeds > 1 else 0.0
+        a = true_mean + rng.normal(0, seed_sd, (seeds, 1)) + rng.normal(0, 0.2, (seeds, 1000))
+        d = difference_to_value(a, published, n_boot=400, seed=rep)
+        assert d["covers_seeds"] == (seeds > 1)
+        covered += d["low"] <= true_mean - published <= d["high"]
+    assert 0.91 <= covered / reps <= 0.99
+
+
+def test_anchor_rows_measure_each_matching_method_and_say_what_has_not_run():
+    rng = np.random.default_rng(6)
+    n = 4000
+    records = _cells("LLMInit", "st", [np.where(rng.random(n) < 0.30, 1, 50) for _ in range(2)])
+    anchors = [
+        {"dataset": "D", "backbone": "B", "method": "LLMInit", "metric": "hit@10", "value": 0.25, "source": "paper"},
+        {"dataset": "D", "backbone": "B", "method": "TFLLMER", "metric": "hit@10", "value": 0.25, "source": "paper"},
+    ]
+    measured, missing = anchor_rows(records, anchors)
+    assert measured["seeds"] == 2 and measured["vectors"] == "st" and measured["covers_seeds"]
+    assert measured["ours"] == pytest.approx(0.30, abs=0.02)
+    assert measured["diff"] == pytest.approx(measured["ours"] - 0.25)
+    assert measured["low"] > 0  # 0.30 against 0.25 on 4000 users: clearly above
+    assert missing["seeds"] == 0 and np.isnan(missing["ours"])
+    md = to_markdown([], anchors=[measured, missing])
+    assert md == to_markdown([])  # no dataset rows: no dataset sections, so no anchor section either
+    from recbole_tfllmer.leaderboard.summary import anchor_section
+
+    section = "\n".join(anchor_section("D", [measured, missing]))
+    assert "| B | LLMInit | st | HR@10 | 0.2500 | paper | 2 | 0.3" in section
+    assert "| B | TFLLMER | — | HR@10 | 0.2500 | paper | 0 | not run yet | not run yet |" in section
+
+
+def test_one_seed_a_side_is_ahead_not_first_and_randinit_meets_llminit():
+    """An interval from one seed a side covers user sampling only: a clear gap there is "ahead",
+    never "first". A method without vectors is compared with the board's only LLMInit."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    records = _cells("LLMInit", "st", [np.where(rng.random(n) < 0.30, 1, 50)]) + _cells(
+        "RandInit", "none", [np.where(rng.random(n) < 0.20, 1, 50)]
+    )
+    for r in records:
+        hr = float((decode_ranks(r["test_ranks"]) <= 10).mean())
+        r["test"] = {"ndcg@10": hr, "ndcg@20": hr, "hit@10": hr, "hit@20": hr}
+    comp = paired_comparisons(records)[("D", "B", "hit@10")]
+    top = comp[("st", "LLMInit")]
+    assert top["vs_best_other"]["low"] > 0 and not top["vs_best_other"]["covers_seeds"]
+    assert top["ahead"] and not top["first"]
+    rand = comp[("none", "RandInit")]
+    assert rand["baseline"] == ("st", "LLMInit") and rand["vs_baseline"]["diff"] < 0
+    from recbole_tfllmer.leaderboard.summary import aggregate
+
+    md = to_markdown(aggregate(records), comparisons=paired_comparisons(records))
+    assert "ahead ¹ (one seed: not a claim)" in md and "**first**" not in md

@@ -80,21 +80,35 @@ def paired_difference(a, b, level=0.95, n_boot=2000, seed=0):
     b = np.atleast_2d(np.asarray(b, dtype=np.float64))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"per-user arrays cover different users ({a.shape[1]} vs {b.shape[1]})")
+    seed_sides = (a, b) if a.shape[0] > 1 and b.shape[0] > 1 else ()
     d_user = a.mean(axis=0) - b.mean(axis=0)
+    return _difference(d_user, seed_sides, [int(a.shape[0]), int(b.shape[0])], level, n_boot, seed)
+
+
+def difference_to_value(a, value, level=0.95, n_boot=2000, seed=0):
+    """A's mean minus a fixed number (a published result on the same split), with the interval of
+    A's side only: test-user sampling and, with two or more seeds, A's seed spread. The published
+    number's own uncertainty is unknown here, so the interval is narrower than a comparison of
+    two runs would be (the summary says so)."""
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    seed_sides = (a,) if a.shape[0] > 1 else ()
+    return _difference(a.mean(axis=0) - float(value), seed_sides, [int(a.shape[0])], level, n_boot, seed)
+
+
+def _difference(d_user, seed_sides, n_seeds, level, n_boot, seed):
+    """The interval of mean(d_user): bootstrap over users plus each side's seed spread (Welch t)."""
     n = d_user.size
     diff = float(d_user.mean())
     rng = np.random.default_rng(seed)
     chunk = max(1, 2_000_000 // n)
-    # paired: the same resampled users for A and B (the difference is resampled as one value)
+    # paired: the same resampled users for both sides (the difference is resampled as one value)
     boot = np.concatenate(
         [d_user[rng.integers(0, n, (min(chunk, n_boot - i), n))].mean(axis=1) for i in range(0, n_boot, chunk)]
     )
     var_users = float(boot.var(ddof=1))
     parts = [(var_users, n - 1)]
-    seed_spread = a.shape[0] > 1 and b.shape[0] > 1
-    if seed_spread:
-        for x in (a, b):
-            parts.append((float(x.mean(axis=1).var(ddof=1)) / x.shape[0], x.shape[0] - 1))
+    for x in seed_sides:
+        parts.append((float(x.mean(axis=1).var(ddof=1)) / x.shape[0], x.shape[0] - 1))
     var = sum(v for v, _ in parts)
     denom = sum(v * v / df for v, df in parts if df > 0 and v > 0)
     df = var * var / denom if denom > 0 else math.inf
@@ -107,9 +121,9 @@ def paired_difference(a, b, level=0.95, n_boot=2000, seed=0):
         "df": df,
         "se_users": math.sqrt(var_users),
         "se_total": math.sqrt(var),
-        "covers_seeds": bool(seed_spread),
+        "covers_seeds": bool(seed_sides),
         "n_users": int(n),
-        "n_seeds": [int(a.shape[0]), int(b.shape[0])],
+        "n_seeds": n_seeds,
         "excludes_zero": bool(diff - half > 0 or diff + half < 0),
     }
 
@@ -130,8 +144,10 @@ def compare_methods(groups, metric, baseline_of=None, level=0.95):
 
     `groups`: {label: [cell records of that method]}; `baseline_of(label)` names the label to
     compare with as the baseline (e.g. LLMInit with the same vectors), or None. Returns {label:
-    {"mean", "best_other", "vs_best_other", "baseline", "vs_baseline", "first"}}: "first" is True
-    only for the best mean whose interval against the runner-up excludes zero. {} when a cell
+    {"mean", "best_other", "vs_best_other", "baseline", "vs_baseline", "first", "ahead"}}: "first"
+    is True only for the best mean whose interval against the runner-up excludes zero *and* covers
+    the seed spread (two or more seeds on both sides); with one seed on a side an interval that
+    excludes zero covers user sampling only, and the best mean is only "ahead". {} when a cell
     carries no per-user ranks or the cells were evaluated on different rows."""
     values = {label: per_user_values(recs, metric) for label, recs in groups.items()}
     if not values or any(v is None for v in values.values()):
@@ -152,7 +168,10 @@ def compare_methods(groups, metric, baseline_of=None, level=0.95):
             "baseline": base,
             "vs_baseline": paired_difference(values[label], values[base], level=level) if base else None,
             "first": False,
+            "ahead": False,
         }
     top = out[ranked[0]]
-    top["first"] = bool(top["vs_best_other"] and top["vs_best_other"]["low"] > 0)
+    clear = bool(top["vs_best_other"] and top["vs_best_other"]["low"] > 0)
+    top["first"] = clear and top["vs_best_other"]["covers_seeds"]
+    top["ahead"] = clear and not top["vs_best_other"]["covers_seeds"]
     return out

@@ -26,6 +26,10 @@ method's exported item table (its `precomputed_embeddings`): the cell of that me
 so the board runs the chain in order. A-LLMRec's backbone is its frozen model's, so ALLMRec cells
 run on `collab_backbone` only.
 
+`anchors:` lists published results on the same split and filtering (dataset, backbone, method,
+metric, value, source); the summary prints each matching row's distance to its anchor. They are
+reading aids only: no cell's fingerprint sees them.
+
 The presets ship with the package (recbole_tfllmer/properties/method/); a board may name
 another folder with `method_dir:`, whose presets come first (a name it lacks is the shipped one). Relative paths in a board yaml resolve against the yaml's
 folder, then the current directory: nothing here assumes a repository checkout.
@@ -107,6 +111,7 @@ class LeaderboardSpec:
     longtail: dict = field(default_factory=lambda: {"buckets": 5, "k": 10})
     tuning: dict = field(default_factory=dict)  # validated `tuning:` section (tuning.py), or {}
     tuned: dict = field(default_factory=dict)  # tuned_key(cell) -> options chosen on validation
+    anchors: list = field(default_factory=list)  # validated `anchors:` entries (_check_anchors)
     raw: dict = field(default_factory=dict)
 
     # -- paths --------------------------------------------------------------------------
@@ -280,6 +285,36 @@ def _check_tuning(raw, methods, path):
     }
 
 
+ANCHOR_METRICS = ("ndcg@10", "ndcg@20", "hit@10", "hit@20")
+_ANCHOR_FIELDS = ("dataset", "backbone", "method", "metric", "value", "source")
+
+
+def _check_anchors(raw, spec, path):
+    """`anchors:` -> a list of dicts with every field checked against the board."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise SpecError(f"leaderboard {path}: `anchors` must be a list of {{{', '.join(_ANCHOR_FIELDS)}}} entries")
+    anchors = []
+    for i, entry in enumerate(raw):
+        where = f"leaderboard {path}: anchors[{i}]"
+        if not isinstance(entry, dict) or set(entry) != set(_ANCHOR_FIELDS):
+            got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise SpecError(f"{where}: give exactly the fields {list(_ANCHOR_FIELDS)} (got {got})")
+        for key, known in (("dataset", spec.datasets), ("backbone", spec.backbones), ("method", spec.methods)):
+            if str(entry[key]) not in known:
+                raise SpecError(f"{where}: {key} {entry[key]!r} is not on the board (use one of {list(known)})")
+        if entry["metric"] not in ANCHOR_METRICS:
+            raise SpecError(f"{where}: metric {entry['metric']!r} is not reported; use one of {list(ANCHOR_METRICS)}")
+        value = entry["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise SpecError(f"{where}: value {value!r} must be a number in (0, 1], the published metric")
+        if not str(entry["source"] or "").strip():
+            raise SpecError(f"{where}: give the `source` of the published number (paper, table)")
+        anchors.append({**{k: str(entry[k]) for k in _ANCHOR_FIELDS if k != "value"}, "value": float(value)})
+    return anchors
+
+
 def _resolve(path, base):
     """A relative path names a file beside the board yaml or, failing that, one under the current
     directory (a board is normally run from the folder holding it and its data); when neither
@@ -300,9 +335,21 @@ def load_spec(path):
     return spec_from_dict(raw, path)
 
 
+BOARD_KEYS = (
+    "name", "protocol", "datasets", "backbones", "methods", "seeds", "vector_kinds", "overrides",
+    "backbone_overrides", "method_overrides", "backbone_method_overrides", "method_dir", "collab_method",
+    "collab_backbone", "table_sources", "conditioning", "longtail", "tuning", "anchors",
+)  # fmt: skip
+
+
 def spec_from_dict(raw, path=None):
     path = Path(path) if path else Path.cwd() / "inline.yaml"
     base = path.parent
+    if not isinstance(raw, dict):
+        raise SpecError(f"leaderboard {path}: the yaml must be a mapping of {list(BOARD_KEYS)}")
+    unknown = sorted(set(raw) - set(BOARD_KEYS))
+    if unknown:
+        raise SpecError(f"leaderboard {path}: unknown key(s) {unknown}; a board yaml takes {list(BOARD_KEYS)}")
     for key in ("datasets", "backbones", "methods", "seeds"):
         if not raw.get(key):
             raise SpecError(f"leaderboard {path}: `{key}` is missing or empty")
@@ -354,6 +401,7 @@ def spec_from_dict(raw, path=None):
         tuning=_check_tuning(raw, [str(m) for m in raw["methods"]], path),
         raw=raw,
     )
+    spec.anchors = _check_anchors(raw.get("anchors"), spec, path)
     for method in spec.methods:
         spec.method_file(method)
     for method, source in spec.table_sources.items():

@@ -159,12 +159,13 @@ def _sci(value):
     return f"{value:.3g}"
 
 
-def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=None):
+def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=None, anchors=None):
     """Markdown: protocol first, then one table per dataset (rows = backbone/vectors/method).
 
     `comparisons` (see `paired_comparisons`): with them, bold marks a method *first* only where
     its paired 95% interval against the runner-up excludes zero, and a table of paired
-    differences follows; without them (cells that predate per-user ranks) bold is the best mean."""
+    differences follows; without them (cells that predate per-user ranks) bold is the best mean.
+    `anchors` (see `anchor_rows`): each row's distance to a published result, per dataset."""
     comparisons = comparisons or {}
     lines = [f"# {title}", ""]
     if protocol:
@@ -175,7 +176,8 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
     for dataset, drows in by_dataset.items():
         paired = any(comparisons.get((dataset, b, m)) for b in {r["backbone"] for r in drows} for m in METRICS)
         legend = (
-            "bold = first: best mean and the paired 95% interval against the runner-up excludes zero"
+            "bold = first: best mean, and the paired 95% interval against the runner-up excludes zero "
+            "with two or more seeds a side"
             if paired
             else "best mean per column in bold; no paired intervals (cells without per-user ranks)"
         )
@@ -215,6 +217,7 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines += paired_section(dataset, [b for b in backbones], comparisons)
+        lines += anchor_section(dataset, [a for a in anchors or [] if a["dataset"] == dataset])
         # diagnostics table
         lines += [f"### {dataset}: training diagnostics (means over seeds)", ""]
         dh = [
@@ -310,16 +313,20 @@ def write_summary(spec, store, out_dir=None, plots=True):
     if late:
         notes.append("Not converged (best epoch in the last 20% of the epoch cap): " + ", ".join(late) + ".")
     comparisons = paired_comparisons(current)
+    anchors = anchor_rows(current, spec.anchors)
     atomic_write_text(out_dir / "leaderboard.csv", to_csv(rows))
     if comparisons:
         atomic_write_text(out_dir / "paired.csv", to_csv(paired_rows(comparisons)))
+    if anchors:
+        atomic_write_text(out_dir / "anchors.csv", to_csv(anchors))
     atomic_write_text(out_dir / "cells.csv", to_csv(cell_rows(current)))
-    atomic_write_text(
-        out_dir / "leaderboard.md", to_markdown(rows, f"Leaderboard: {spec.name}", spec.protocol, notes, comparisons)
-    )
+    markdown = to_markdown(rows, f"Leaderboard: {spec.name}", spec.protocol, notes, comparisons, anchors)
+    atomic_write_text(out_dir / "leaderboard.md", markdown)
     written = [out_dir / "leaderboard.csv", out_dir / "cells.csv", out_dir / "leaderboard.md"]
     if comparisons:
         written.append(out_dir / "paired.csv")
+    if anchors:
+        written.append(out_dir / "anchors.csv")
     if plots and current:
         try:
             import matplotlib  # noqa: F401  (optional: the `plots` extra)
@@ -367,7 +374,8 @@ def late_best_epochs(records, fraction=0.2):
 
 def paired_comparisons(records, baseline="LLMInit"):
     """{(dataset, backbone, metric): compare_methods(...)} over every (vectors, method) entry of a
-    dataset and backbone; each entry's baseline is `baseline` with the same vectors."""
+    dataset and backbone; each entry's baseline is `baseline` with the same vectors (or its only
+    vector kind, for methods without vectors)."""
     from recbole_tfllmer.leaderboard.paired import compare_methods
 
     groups = defaultdict(lambda: defaultdict(list))
@@ -375,8 +383,15 @@ def paired_comparisons(records, baseline="LLMInit"):
         groups[(r["dataset"], r["backbone"])][(r["vectors"], r["method"])].append(r)
     out = {}
     for (dataset, backbone), by_label in groups.items():
+        kinds = [label for label in by_label if label[1] == baseline]
+
+        def baseline_of(label, kinds=kinds):
+            # the baseline with the same vectors; a method without vectors (RandInit) against the
+            # baseline when the board has it with one vector kind only
+            return (label[0], baseline) if (label[0], baseline) in kinds or len(kinds) != 1 else kinds[0]
+
         for metric in METRICS:
-            comp = compare_methods(by_label, metric, baseline_of=lambda label: (label[0], baseline))
+            comp = compare_methods(by_label, metric, baseline_of=baseline_of)
             if comp:
                 out[(dataset, backbone, metric)] = comp
     return out
@@ -407,13 +422,14 @@ def paired_section(dataset, backbones, comparisons):
             cells = [label[1], label[0]]
             for m in PAIRED_METRICS:
                 e = comps[m][label]
-                first = (
-                    "**first**"
-                    if e["first"]
-                    else (
-                        "best mean, tied" if e["best_other"] and e["mean"] >= comps[m][e["best_other"]]["mean"] else ""
-                    )
-                )
+                if e["first"]:
+                    first = "**first**"
+                elif e["ahead"]:
+                    first = "ahead ¹ (one seed: not a claim)"
+                elif e["best_other"] and e["mean"] >= comps[m][e["best_other"]]["mean"]:
+                    first = "best mean, tied"
+                else:
+                    first = ""
                 cells += [
                     f"{e['mean']:.4f}",
                     _interval(e["vs_best_other"]) + f" vs {e['best_other'][1]}" if e["best_other"] else "—",
@@ -426,9 +442,80 @@ def paired_section(dataset, backbones, comparisons):
             "Difference = this method minus the other (mean over seeds and test users), with its 95% "
             "interval: paired bootstrap over test users plus the seed-to-seed spread (Welch t). ¹ one seed on a "
             "side: user sampling only. A method is first only where its interval against the best other "
-            "method excludes zero.",
+            "method excludes zero and covers the seed spread (two or more seeds a side).",
             "",
         ]
+    return lines
+
+
+def anchor_rows(records, anchors):
+    """One row per (anchor, vector kind with cells): our mean on the anchor's dataset, backbone,
+    method and metric, minus the published value, with the interval of our side (users and
+    seeds; `difference_to_value`). An anchor whose cells have not run yet gets a row without ours."""
+    from recbole_tfllmer.leaderboard.paired import difference_to_value, per_user_values
+
+    rows = []
+    for anchor in anchors or []:
+        by_vectors = defaultdict(list)
+        for r in records:
+            if (r["dataset"], r["backbone"], r["method"]) == (anchor["dataset"], anchor["backbone"], anchor["method"]):
+                by_vectors[r["vectors"]].append(r)
+        for vectors, recs in sorted(by_vectors.items()) or [("", [])]:
+            row = OrderedDict(
+                dataset=anchor["dataset"],
+                backbone=anchor["backbone"],
+                method=anchor["method"],
+                vectors=vectors,
+                metric=anchor["metric"],
+                anchor=anchor["value"],
+                source=anchor["source"],
+                seeds=len(recs),
+                ours=math.nan,
+                diff=math.nan,
+                low=math.nan,
+                high=math.nan,
+                covers_seeds=False,
+            )
+            if recs:
+                values = per_user_values(recs, anchor["metric"])
+                if values is not None:
+                    d = difference_to_value(values, anchor["value"])
+                    row.update(ours=float(values.mean()), diff=d["diff"], low=d["low"], high=d["high"])
+                    row["covers_seeds"] = d["covers_seeds"]
+                else:  # cells without per-user ranks: the mean only
+                    row["ours"] = float(np.mean([_get(r, f"test.{anchor['metric']}") for r in recs]))
+                    row["diff"] = row["ours"] - anchor["value"]
+            rows.append(row)
+    return rows
+
+
+def anchor_section(dataset, anchors):
+    """Markdown lines: how far each row with a published anchor is from it."""
+    if not anchors:
+        return []
+    lines = [
+        f"### {dataset}: distance to published results (same split and filtering, full ranking)",
+        "",
+        "| Backbone | Method | Vectors | Metric | published | source | seeds | ours | ours − published [95%] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in anchors:
+        if a["seeds"]:
+            d = {"diff": a["diff"], "low": a["low"], "high": a["high"], "covers_seeds": a["covers_seeds"]}
+            gap = _interval(d) if math.isfinite(a["low"]) else f"{a['diff']:+.4f}"
+            ours = f"{a['ours']:.4f}"
+        else:
+            gap = ours = "not run yet"
+        lines.append(
+            f"| {a['backbone']} | {a['method']} | {a['vectors'] or '—'} | {METRIC_LABELS[a['metric']]} | "
+            f"{a['anchor']:.4f} | {a['source']} | {a['seeds']} | {ours} | {gap} |"
+        )
+    lines += [
+        "",
+        "The interval covers our side only (test users and, with two or more seeds, the seed spread; ¹ one "
+        "seed): the published number's own seed-to-seed spread is not known here.",
+        "",
+    ]
     return lines
 
 
@@ -444,11 +531,12 @@ def paired_rows(comparisons):
                 metric=metric,
                 mean=e["mean"],
                 first=e["first"],
+                ahead=e["ahead"],
             )
             for kind in ("best_other", "baseline"):
                 d = e[f"vs_{kind}"]
                 row[kind] = "/".join(e[kind][::-1]) if e[kind] else ""
-                for key in ("diff", "low", "high", "df", "se_users", "se_total"):
+                for key in ("diff", "low", "high", "df", "se_users", "se_total", "covers_seeds"):
                     row[f"{kind}_{key}"] = d[key] if d else math.nan
             rows.append(row)
     return rows
