@@ -102,6 +102,25 @@ def test_gradients_reach_the_adapter_and_not_the_frozen_table(ml_slice, tmp_path
     assert not any("original" in n for n in trainable)
 
 
+def test_the_trainable_ablation_trains_the_table_and_keeps_padding_zero(ml_slice, tmp_path, collab_run):
+    """`LLMEmb-trainable` (their "w/o frozen"): the PCA table is a parameter, so a step moves it;
+    row 0 (padding) is never read from it, and the table round-trips through the state dict."""
+    run = build(ml_slice, tmp_path, llmemb_collab=collab_run[0], llmemb_freeze_llm_table=False)
+    model = run.model
+    table = model.adapter.llm_table
+    assert isinstance(table, torch.nn.Parameter) and table.requires_grad
+    before = table.detach().clone()
+    optimizer = torch.optim.SGD([table], lr=1.0)
+    model.calculate_loss(next(iter(run.train_data))).backward()
+    assert table.grad[1:].abs().sum() > 0 and table.grad[0].abs().sum() == 0
+    optimizer.step()
+    assert not torch.equal(table.detach(), before) and torch.all(model.item_table.weight[0] == 0)
+    assert any(k.endswith("llm_table") for k in model.state_dict())  # saved with the model, unlike the buffer
+    assert not any(
+        k.endswith("llm_table") for k in build(ml_slice, tmp_path, llmemb_collab=collab_run[0]).model.state_dict()
+    )
+
+
 def test_loss_is_the_backbone_loss_plus_alpha_times_the_alignment(ml_slice, tmp_path, collab_run):
     run = build(ml_slice, tmp_path, llmemb_collab=collab_run[0], llmemb_align_alpha=0.3, llmemb_align_tau=1.5)
     model = run.model
