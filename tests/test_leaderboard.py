@@ -511,3 +511,30 @@ def test_backbone_method_overrides_reach_only_their_cells(tmp_path):
     assert changed == {c.cell_id for c in spec.cells() if (c.backbone, c.method) == ("GRU4Rec", "TFLLMER")}
     cell = next(c for c in spec.cells() if (c.backbone, c.method) == ("GRU4Rec", "TFLLMER"))
     assert spec.cell_inputs(cell)[1]["item_norm_scale"] is None
+
+
+def test_list_estimates_the_hours_left_from_the_finished_cells(tmp_path):
+    from recbole_tfllmer.leaderboard.command import time_left
+
+    store = CellStore(tmp_path / "results")
+    for seed, epochs in ((1, 10), (2, 30), (3, 20)):  # median 20 epochs of 180 s (150 train + 30 valid)
+        record = fake_record("RandInit", seed, 0.05, vectors=NO_VECTORS)
+        record.update(epochs_run=epochs, epoch_train_seconds=[150.0] * epochs, epoch_valid_seconds=[30.0] * epochs)
+        store.write(record["cell_id"], record)
+    todo = Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 1)
+    half = Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 2)
+    nearly = Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 3)  # past the typical run, patience left
+    other = Cell("ml-100k", "SASRec", "TFLLMER", "st", 1)  # no finished SASRec cell to go by
+    done = Cell("ml-100k", "GRU4Rec", "RandInit", NO_VECTORS, 1)
+    states = [
+        (done, "done", None),
+        (todo, "todo", None),
+        (half, "paused", {"epochs_done": 15, "patience_left": 4}),
+        (nearly, "running", {"epochs_done": 25, "patience_left": 3}),
+    ]
+    line, hours = time_left(store, states)
+    assert hours == pytest.approx((20 + 5 + 3) * 180 / 3600)
+    assert line.startswith("3 of 4 cells left: about 1.4 h of one core")
+    line, hours = time_left(store, states + [(other, "todo", None)])
+    assert hours is None and "1 cell(s) with no finished cell to go by, not counted" in line
+    assert time_left(store, [(done, "done", None)]) == ("1 cells, all done", 0.0)

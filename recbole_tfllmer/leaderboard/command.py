@@ -260,19 +260,61 @@ def _list_line(spec, cell, store, workdir):
     """`--list`: done / rerun (finished, but an export another cell needs is missing) / running (a
     live worker holds the claim) / paused (a progress file, no worker) / waits (its source cell's
     export does not exist yet) / todo, with the progress of a half-finished cell."""
+    return _list_state(spec, cell, store, workdir)[0]
+
+
+def _list_state(spec, cell, store, workdir):
+    """(`_list_line`'s line, the state word, the half-finished cell's standing or None)."""
     from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
 
     entry = cell_entry(spec, cell, store, workdir)
     if entry.done(store):
-        return f"done    {cell.cell_id}"
+        return f"done    {cell.cell_id}", "done", None
     if store.is_done(cell.cell_id, entry.fingerprint):  # finished before another cell needed its export
         missing = ", ".join(a.name for a in entry.artifacts if not a.is_file())
-        return f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: runs again last)"
-    where = CellProgress(workdir, cell.cell_id, entry.fingerprint).describe()
+        line = f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: runs again last)"
+        return line, "rerun", None
+    where, standing = CellProgress(workdir, cell.cell_id, entry.fingerprint).standing()
     if not where and not entry.ready():
-        return f"waits   {cell.cell_id}  (needs the export of {entry.source_id}: runs once that cell is done)"
+        line = f"waits   {cell.cell_id}  (needs the export of {entry.source_id}: runs once that cell is done)"
+        return line, "waits", None
     state = "running" if store.is_claimed(cell.cell_id) else ("paused " if where else "todo   ")
-    return f"{state} {cell.cell_id}" + (f"  ({where})" if where else "")
+    return f"{state} {cell.cell_id}" + (f"  ({where})" if where else ""), state.strip(), standing
+
+
+def time_left(store, states):
+    """`--list`'s closing estimate: the one-core hours the unfinished cells still need, from the
+    finished cells of the same dataset and backbone (median epochs run, median seconds per
+    epoch, training plus validation); a half-finished cell needs at least its remaining
+    patience. A rerun cell counts in full. Cells whose dataset and backbone have no finished
+    cell yet are counted, not estimated. Returns (line, hours or None)."""
+    import statistics
+
+    done = {}
+    for r in store.read_all():
+        seconds = list(r.get("epoch_train_seconds") or []) + list(r.get("epoch_valid_seconds") or [])
+        if r.get("epochs_run") and seconds:
+            done.setdefault((r["dataset"], r["backbone"]), []).append((r["epochs_run"], sum(seconds) / r["epochs_run"]))
+    hours, unknown, left = 0.0, 0, 0
+    for cell, state, standing in states:
+        if state == "done":
+            continue
+        left += 1
+        typical = done.get((cell.dataset, cell.backbone))
+        if not typical:
+            unknown += 1
+            continue
+        epochs = statistics.median(e for e, _ in typical)
+        per_epoch = statistics.median(s for _, s in typical)
+        if standing:
+            epochs = max(epochs - standing["epochs_done"], standing["patience_left"] or 0)
+        hours += epochs * per_epoch / 3600
+    if not left:
+        return f"{len(states)} cells, all done", 0.0
+    line = f"{left} of {len(states)} cells left: about {hours:.1f} h of one core"
+    line += " (median epochs and s per epoch of the finished cells of the same dataset and backbone"
+    line += f"; {unknown} cell(s) with no finished cell to go by, not counted)" if unknown else ")"
+    return line, (hours if not unknown else None)
 
 
 def _tune(spec, filters, workdir, args):
@@ -337,8 +379,12 @@ def main(argv=None):
                     )
 
     if args.list:
+        states = []
         for c in cells:
-            print(_list_line(spec, c, store, workdir))
+            line, state, standing = _list_state(spec, c, store, workdir)
+            print(line)
+            states.append((c, state, standing))
+        print(time_left(store, states)[0])
         return 0
 
     from recbole_tfllmer.leaderboard.summary import write_summary

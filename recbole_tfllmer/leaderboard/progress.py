@@ -61,12 +61,18 @@ class CellProgress:
         file: epochs done of the cap, the best validation score so far and at which epoch, how
         many evaluations of the patience are used up, the recent seconds per epoch and the age of
         the file (a file untouched for longer than an epoch means no worker is on the cell)."""
+        return self.standing()[0]
+
+    def standing(self):
+        """(describe()'s line, {"epochs_done", "patience_left"}) or (None, None) without a usable file."""
         state = self.load()
         if state is None:
-            return None
+            return None, None
         runner = state["runner"]
         final = json.loads(state["config"]).get("final", {})
         epochs_done = int(state["epoch"]) + 1
+        stopping_step = final.get("stopping_step")
+        patience_left = max(0, int(stopping_step) - int(state["cur_step"])) if stopping_step is not None else None
         seconds = [t + v for t, v in zip(runner.get("epoch_train_seconds", []), runner.get("epoch_valid_seconds", []))][
             -5:
         ]
@@ -82,7 +88,7 @@ class CellProgress:
             parts.append(f"resumed {len(runner['resumes'])}x")
         age = max(0.0, time.time() - self.path.stat().st_mtime)
         parts.append(f"saved {age / 60:.0f} min ago" if age < 5400 else f"saved {age / 3600:.1f} h ago")
-        return "; ".join(parts)
+        return "; ".join(parts), {"epochs_done": epochs_done, "patience_left": patience_left}
 
     def clear(self):
         self.path.unlink(missing_ok=True)
