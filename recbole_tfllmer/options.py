@@ -885,7 +885,15 @@ def _allmrec_options(config, v):
                 "--item_init=random --item_norm=none --backbone=SASRec`)"
             )
         if path is not None and not os.path.exists(os.path.expanduser(path)):
-            raise ConfigError(f"option `{key}`: {what} '{path}' does not exist (a local path; nothing is downloaded)")
+            hint = (
+                "; to train a small stand-in LM on the item text here: recbole-tfllmer train-local-lm "
+                f"--config_files <your properties> --out {path}"
+                if key == "allmrec_llm"
+                else ""
+            )
+            raise ConfigError(
+                f"option `{key}`: {what} '{path}' does not exist (a local path; nothing is downloaded){hint}"
+            )
     if v["allmrec_llm_8bit"] and v["allmrec_llm"] is None:
         raise ConfigError("`allmrec_llm_8bit: true` needs an LM: set `allmrec_llm` to a local model directory")
     return ALLMRecOptions(

@@ -174,7 +174,12 @@ def test_stage2_trains_only_the_projections_and_ranks_candidates_by_title_likeli
             {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "pop49"}},
             "without `allmrec_llm`, stage 1 alone also ranks every item (`mode: full`)",
         ),
-        ({"allmrec_llm": "/no/such/lm"}, "option `allmrec_llm`: model directory '/no/such/lm' does not exist"),
+        (
+            {"allmrec_llm": "/no/such/lm"},
+            "model directory '/no/such/lm' does not exist (a local path; nothing is downloaded); to train a small "
+            "stand-in LM on the item text here: recbole-tfllmer train-local-lm --config_files <your properties> "
+            "--out /no/such/lm",
+        ),
         ({"allmrec_domain": "book"}, "option `allmrec_domain` must be one of item, movie, game"),
     ],
 )

@@ -40,7 +40,8 @@ def test_shipped_board_cells_pass_option_validation(board, tmp_path, monkeypatch
             stand_in.touch()
             config[requirement[2]] = str(stand_in)
         llm = config.get("allmrec_llm", spec.method_options(cell.method).get("allmrec_llm"))
-        if llm:  # a local LM the board's comment says to train first: its folder is all validation asks
-            Path(llm).expanduser().mkdir(parents=True, exist_ok=True)
+        if llm:  # a local LM the board's comment says to train first: a stand-in folder (never in $HOME)
+            config["allmrec_llm"] = str(tmp_path / "local-lm" / Path(llm).name)
+            Path(config["allmrec_llm"]).mkdir(parents=True, exist_ok=True)
         validate_options(build_config(config_file_list=files, config_dict=config))  # build_config validates too
     assert seen, f"{board.name} has no cells"
