@@ -10,31 +10,15 @@ summaries (results/<board>/leaderboard.csv, paired.csv, anchors.csv), so rerun e
 
 from __future__ import annotations
 
-import argparse
-import csv
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from readme_blocks import write_block  # noqa: E402
+from readme_blocks import REPO, mean_std, read_csv, table_main  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 BOARDS = ("Amazon_Beauty-converged", "Amazon_Toys-converged", "ml-100k-converged")
 MARKS = ("<!-- converged:begin -->", "<!-- converged:end -->")
-
-
-def _read(path):
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _pm(mean, std):
-    mean, std = float(mean), float(std)
-    return f"{mean:.4f}" if not math.isfinite(std) else f"{mean:.4f} ± {std:.4f}"
 
 
 def _interval(row, kind):
@@ -59,8 +43,8 @@ def table():
     anchor_lines = []
     for board in BOARDS:
         folder = REPO / "results" / board
-        rows = _read(folder / "leaderboard.csv")
-        paired = {(r["backbone"], r["method"]): r for r in _read(folder / "paired.csv") if r["metric"] == "ndcg@10"}
+        rows = read_csv(folder / "leaderboard.csv")
+        paired = {(r["backbone"], r["method"]): r for r in read_csv(folder / "paired.csv") if r["metric"] == "ndcg@10"}
         if not rows:
             lines.append(f"| {board.replace('-converged', '')} | not run yet | | | | | | | | | |")
             continue
@@ -70,12 +54,12 @@ def table():
             epochs = f"{float(r['best_epoch_mean']):.0f} / {float(r['epochs_run_mean']):.0f} / {r['epoch_cap_max']}"
             lines.append(
                 f"| {r['dataset']} | {r['backbone']} | {r['method']} | {r['n_seeds']}{_one_seed_mark(rows, r)} | "
-                f"{epochs} | {_pm(r['valid_ndcg@10_mean'], r['valid_ndcg@10_std'])} | "
-                f"{_pm(r['test_ndcg@10_mean'], r['test_ndcg@10_std'])} | "
-                f"{_pm(r['test_hit@10_mean'], r['test_hit@10_std'])} | {_interval(p, 'baseline')} | "
+                f"{epochs} | {mean_std(r['valid_ndcg@10_mean'], r['valid_ndcg@10_std'])} | "
+                f"{mean_std(r['test_ndcg@10_mean'], r['test_ndcg@10_std'])} | "
+                f"{mean_std(r['test_hit@10_mean'], r['test_hit@10_std'])} | {_interval(p, 'baseline')} | "
                 f"{_interval(p, 'best_other')} | {first} |"
             )
-        for a in _read(folder / "anchors.csv"):
+        for a in read_csv(folder / "anchors.csv"):
             metric = a["metric"].replace("hit", "HR").replace("ndcg", "NDCG")
             if int(a["seeds"]) == 0:
                 ours = "not run yet"
@@ -98,15 +82,5 @@ def table():
     return text
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--readme", action="store_true", help="write the table between the README's markers")
-    args = parser.parse_args()
-    text = table()
-    print(text, end="")
-    if args.readme:
-        write_block(*MARKS, text)
-
-
 if __name__ == "__main__":
-    main()
+    table_main(__doc__, table, MARKS)
