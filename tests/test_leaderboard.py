@@ -357,7 +357,7 @@ def tuning_spec_file(tmp_path, tuning=TUNING):
     return path
 
 
-def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_only(tmp_path, monkeypatch):
+def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_only(tmp_path, monkeypatch, capsys):
     """Validation score rises with the learning rate, test NDCG@10 falls with it: the winner
     must be the highest learning rate (validation), and the board must run with it."""
     from recbole_tfllmer.leaderboard import tuning
@@ -390,6 +390,11 @@ def test_tuning_gives_every_method_the_same_budget_and_selects_on_validation_onl
     # --max-cells counts trials and board cells together: a "killed" first run does 4 trials
     command.main(args + ["--max-cells", "4"])
     assert len(ran) == 4 and all("__t" in r for r in ran)
+    capsys.readouterr()
+    command.main(args + ["--list"])
+    listed = [line for line in capsys.readouterr().out.splitlines() if " trial " in line]
+    assert sorted(line.split()[0] for line in listed) == ["done"] * 4 + ["todo"] * 5
+    assert {line.split()[2] for line in listed if line.startswith("done")} == set(ran)
     command.main(args)
 
     trials = [r for r in ran if "__t" in r]

@@ -325,8 +325,16 @@ def _tune(spec, filters, workdir, args):
     ran = 0
     chosen = [t for t in tuning.trials(spec) if cell_matches(t.cell, filters)]
     if args.list:
+        from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
+
         for t in chosen:
-            print(("done   " if tuning.trial_record(spec, trial_store, t) else "todo   ") + "trial " + t.trial_id)
+            if tuning.trial_record(spec, trial_store, t):
+                print(f"done    trial {t.trial_id}")
+                continue
+            fingerprint = tuning.trial_spec(spec, t).fingerprint(t.cell)
+            where = CellProgress(workdir, t.trial_id, fingerprint).describe()
+            state = "running" if trial_store.is_claimed(t.trial_id) else ("paused " if where else "todo   ")
+            print(f"{state} trial {t.trial_id}" + (f"  ({where})" if where else ""))
     elif not args.summary_only:
         log(f"tuning {spec.name}: {spec.tuning['trials']} trials per method, seed {spec.tuning['seed']}")
         entries = []
