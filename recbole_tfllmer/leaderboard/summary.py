@@ -163,7 +163,8 @@ def to_markdown(rows, title="Leaderboard", protocol="", notes=None, comparisons=
     """Markdown: protocol first, then one table per dataset (rows = backbone/vectors/method).
 
     `comparisons` (see `paired_comparisons`): with them, bold marks a method *first* only where
-    its paired 95% interval against the runner-up excludes zero, and a table of paired
+    its paired 95% interval against the runner-up excludes zero with two or more seeds a side
+    (a one-seed gap is "ahead"), and a table of paired
     differences follows; without them (cells that predate per-user ranks) bold is the best mean.
     `anchors` (see `anchor_rows`): each row's distance to a published result, per dataset."""
     comparisons = comparisons or {}
@@ -386,8 +387,8 @@ def paired_comparisons(records, baseline="LLMInit"):
         kinds = [label for label in by_label if label[1] == baseline]
 
         def baseline_of(label, kinds=kinds):
-            # the baseline with the same vectors; a method without vectors (RandInit) against the
-            # baseline when the board has it with one vector kind only
+            # the baseline with the same vectors; where the board has the baseline with one vector
+            # kind only, every method without its own (RandInit: no vectors) is compared with that one
             return (label[0], baseline) if (label[0], baseline) in kinds or len(kinds) != 1 else kinds[0]
 
         for metric in METRICS:
