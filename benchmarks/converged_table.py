@@ -28,12 +28,6 @@ def _interval(row, kind):
     return text if kind == "baseline" else text + f" vs {row[kind].split('/')[0]}"
 
 
-def _one_seed_mark(rows, row):
-    """¹ where this row or its comparison has one seed (the interval covers user sampling only)."""
-    seeds = {(r["backbone"], r["method"]): int(r["n_seeds"]) for r in rows}
-    return "¹" if seeds[(row["backbone"], row["method"])] < 2 else ""
-
-
 def table():
     lines = [
         "| dataset | backbone | method | seeds | best epoch / run / cap | valid NDCG@10 | test NDCG@10 | "
@@ -53,7 +47,7 @@ def table():
             first = "**first**" if p and p["first"] == "True" else ""
             epochs = f"{float(r['best_epoch_mean']):.0f} / {float(r['epochs_run_mean']):.0f} / {r['epoch_cap_max']}"
             lines.append(
-                f"| {r['dataset']} | {r['backbone']} | {r['method']} | {r['n_seeds']}{_one_seed_mark(rows, r)} | "
+                f"| {r['dataset']} | {r['backbone']} | {r['method']} | {r['n_seeds']}{'¹' if int(r['n_seeds']) < 2 else ''} | "
                 f"{epochs} | {mean_std(r['valid_ndcg@10_mean'], r['valid_ndcg@10_std'])} | "
                 f"{mean_std(r['test_ndcg@10_mean'], r['test_ndcg@10_std'])} | "
                 f"{mean_std(r['test_hit@10_mean'], r['test_hit@10_std'])} | {_interval(p, 'baseline')} | "
