@@ -278,8 +278,14 @@ def _list_state(spec, cell, store, workdir):
     if not where and not entry.ready():
         line = f"waits   {cell.cell_id}  (needs the export of {entry.source_id}: runs once that cell is done)"
         return line, "waits", None
-    state = "running" if store.is_claimed(cell.cell_id) else ("paused " if where else "todo   ")
+    state = _unfinished_state(store, cell.cell_id, where)
     return f"{state} {cell.cell_id}" + (f"  ({where})" if where else ""), state.strip(), standing
+
+
+def _unfinished_state(store, cell_id, where):
+    """The padded state word of a cell or trial that is not done: a live worker's claim, else a
+    progress file (`where`), else nothing yet."""
+    return "running" if store.is_claimed(cell_id) else ("paused " if where else "todo   ")
 
 
 def time_left(store, states):
@@ -333,7 +339,7 @@ def _tune(spec, filters, workdir, args):
                 continue
             fingerprint = tuning.trial_spec(spec, t).fingerprint(t.cell)
             where = CellProgress(workdir, t.trial_id, fingerprint).describe()
-            state = "running" if trial_store.is_claimed(t.trial_id) else ("paused " if where else "todo   ")
+            state = _unfinished_state(trial_store, t.trial_id, where)
             print(f"{state} trial {t.trial_id}" + (f"  ({where})" if where else ""))
     elif not args.summary_only:
         log(f"tuning {spec.name}: {spec.tuning['trials']} trials per method, seed {spec.tuning['seed']}")
