@@ -148,3 +148,64 @@ def test_killed_board_resumes_mid_cell_with_the_uninterrupted_result(tmp_path):
     assert resumed["test"] == whole["test"]
     assert resumed["test_ranks"] == whole["test_ranks"]
     assert resumed["conditioning"]["init"] == whole["conditioning"]["init"]
+
+
+def test_a_finished_cell_whose_export_is_gone_replays_to_its_best_epoch_and_exports_the_same_model(
+    ml_slice, tmp_path, in_tmp, capsys
+):
+    import numpy as np
+
+    from recbole_tfllmer.leaderboard import command
+    from tests.conftest import run_tiny_board, slice_config
+
+    data_path, name = ml_slice
+    board = {
+        "name": "replay",
+        "backbones": ["SASRec"],
+        "methods": ["RandInit", "LLMEmb"],  # LLMEmb aligns with RandInit's exported table
+        "seeds": [3],
+        "vector_kinds": ["st"],
+        "overrides": {"epochs": 6, "stopping_step": 1},
+        "method_overrides": {"LLMEmb": {"llmemb_scft": False, "llmemb_pca_dim": 32}},
+        "conditioning": {"sample_size": 16},
+    }
+    store, results, board_file = run_tiny_board(
+        tmp_path, slice_config(data_path, name, tmp_path, metric_decimal_place=10), board
+    )
+    source = f"{name}__SASRec__RandInit__none__seed3"
+    table, checkpoint = results / "artifacts" / f"{source}.npy", results / "artifacts" / f"{source}.pth"
+    original = store.read(source)
+    original_table = np.load(table)
+    original_weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    best = original["best_epoch_loaded"]
+    args = ["--config", str(board_file), "--results-root", str(tmp_path / "results"), "--workdir", str(tmp_path / "w")]
+
+    def lose_exports_and_rerun():
+        table.unlink()
+        checkpoint.unlink()
+        capsys.readouterr()
+        assert command.main([*args, "--list"]) == 0
+        listing = capsys.readouterr().out
+        assert command.main([*args, "--in-process", "--no-plots"]) == 0
+        assert np.array_equal(np.load(table), original_table)
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        assert weights.keys() == original_weights.keys()
+        assert all(torch.equal(weights[k], original_weights[k]) for k in weights)
+        return listing, store.read(source)
+
+    # the recorded curve is reproduced exactly: training stops at the best epoch, the record stays
+    listing, replayed = lose_exports_and_rerun()
+    expected = f"rerun   {source}  (finished, but another cell needs its export {source}.npy: "
+    assert f"{expected}replays up to its best epoch {best}, last)" in listing
+    note = replayed.pop("export_replays")
+    assert replayed == original
+    assert len(note) == 1 and note[0]["epochs"] == best + 1 and note[0]["valid_scores_equal"] and note[0]["test_equal"]
+
+    # a curve the code no longer reproduces (here: a tampered record) makes the replay a full run
+    tampered = dict(original, valid_scores=[dict(v) for v in original["valid_scores"]])
+    tampered["valid_scores"][0]["score"] += 1e-3
+    store.write(source, tampered)
+    _, rerun = lose_exports_and_rerun()
+    assert "export_replays" not in rerun
+    assert rerun["valid_scores"] == original["valid_scores"] and rerun["test"] == original["test"]
+    assert rerun["epochs_run"] == original["epochs_run"]

@@ -277,7 +277,9 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     capsys.readouterr()
     assert command.main([*listing, "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert f"rerun   {source}  (finished, but another cell needs its export {source}.npy: runs again last)" in lines
+    rerun = f"rerun   {source}  (finished, but another cell needs its export {source}.npy: "
+    rerun += "replays up to its best epoch 0, last)"
+    assert rerun in lines
     assert f"done    {name}__SASRec__LLMEmb__st__seed3" in lines
     (store.cells_dir / f"{name}__SASRec__LLMEmb__st__seed3.json").unlink()  # as if it had not run yet
     assert command.main([*listing, "--list"]) == 0

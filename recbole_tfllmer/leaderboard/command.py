@@ -2,7 +2,8 @@
 
 Runs every cell of the leaderboard that has no finished cell file yet (same fingerprint),
 each in a fresh Python process, then regenerates the summary from the cell files. Kill it
-at any time and start it again: finished cells are skipped, a half-run cell is run again.
+at any time and start it again: finished cells are skipped, a half-run cell continues from its
+last evaluation (progress.py).
 Several workers (processes, or machines sharing the results folder) can run at once: each
 cell is claimed before it runs (`claims/`), and a claim whose process is gone is taken over.
 """
@@ -86,6 +87,7 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         # trials (their own cell_id) export nothing.
         exports |= {"item_table", "checkpoint"}
     return {
+        "replay": export_replay(store, cell.cell_id, spec.fingerprint(cell)) if cell_id is None else None,
         "leaderboard": spec.name,
         "cell_id": cell_id or cell.cell_id,
         "cell": cell.key(),
@@ -102,6 +104,18 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         if "checkpoint" in exports
         else None,
     }
+
+
+def export_replay(store, cell_id, fingerprint):
+    """For a finished cell that runs again only for an export another cell needs: the recorded
+    best epoch and validation curve the replay must reproduce (runner._Replay), or None."""
+    if not store.is_done(cell_id, fingerprint):
+        return None
+    record = store.read(cell_id)
+    best = record.get("best_epoch_loaded", record.get("best_epoch"))
+    if best is None or not record.get("valid_scores"):
+        return None
+    return {"best_epoch": int(best), "valid_scores": record["valid_scores"]}
 
 
 def run_job_subprocess(job, workdir, log_path):
@@ -272,8 +286,15 @@ def _list_state(spec, cell, store, workdir):
         return f"done    {cell.cell_id}", "done", None
     if store.is_done(cell.cell_id, entry.fingerprint):  # finished before another cell needed its export
         missing = ", ".join(a.name for a in entry.artifacts if not a.is_file())
-        line = f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: runs again last)"
-        return line, "rerun", None
+        replay = export_replay(store, cell.cell_id, entry.fingerprint)
+        how = f"replays up to its best epoch {replay['best_epoch']}, last" if replay else "runs again last"
+        line = f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: {how})"
+        where, standing = CellProgress(workdir, cell.cell_id, entry.fingerprint).standing()
+        if where:
+            line += f"; {'running' if store.is_claimed(cell.cell_id) else 'paused'}: {where}"
+        if replay:
+            standing = {"epochs_done": (standing or {}).get("epochs_done", 0), "epochs_total": replay["best_epoch"] + 1}
+        return line, "rerun", standing
     where, standing = CellProgress(workdir, cell.cell_id, entry.fingerprint).standing()
     if not where and not entry.ready():
         line = f"waits   {cell.cell_id}  (needs the export of {entry.source_id}: runs once that cell is done)"
@@ -292,8 +313,9 @@ def time_left(store, states):
     """`--list`'s closing estimate: the one-core hours the unfinished cells still need, from the
     finished cells of the same dataset and backbone (median epochs run, median seconds per
     epoch, training plus validation); a half-finished cell needs at least its remaining
-    patience. A rerun cell counts in full. Cells whose dataset and backbone have no finished
-    cell yet are counted, not estimated. Returns (line, hours or None)."""
+    patience. A rerun cell counts in full, or up to its best epoch when it replays. Cells whose
+    dataset and backbone have no finished cell yet are counted, not estimated. Returns (line,
+    hours or None)."""
     import statistics
 
     done = {}
@@ -312,7 +334,9 @@ def time_left(store, states):
             continue
         epochs = statistics.median(e for e, _ in typical)
         per_epoch = statistics.median(s for _, s in typical)
-        if standing:
+        if standing and "epochs_total" in standing:  # an export replay: as far as the recorded best epoch
+            epochs = max(standing["epochs_total"] - standing["epochs_done"], 0)
+        elif standing:
             epochs = max(epochs - standing["epochs_done"], standing["patience_left"] or 0)
         hours += epochs * per_epoch / 3600
     if not left:

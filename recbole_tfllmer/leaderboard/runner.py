@@ -164,6 +164,7 @@ class _FitLog:
         self.resumes = list(saved.get("resumes", []))
         self.code_fingerprints = list(saved.get("code_fingerprints", []))
         self.cond_init = saved.get("cond_init")
+        self.replay = dict(saved.get("replay") or {})  # an export replay's standing (_Replay)
 
     def state(self, trainer, fit_seconds):
         return {
@@ -178,7 +179,50 @@ class _FitLog:
             "resumes": self.resumes,
             "code_fingerprints": self.code_fingerprints,
             "cond_init": self.cond_init,
+            "replay": self.replay,
         }
+
+
+class _ReplayReached(Exception):
+    """Raised from the epoch callback to leave RecBole's fit at the replayed best epoch."""
+
+
+class _Replay:
+    """Training a finished cell again only as far as its recorded best epoch, to export its model.
+
+    A cell that finished before another cell needed its export (its item table or checkpoint)
+    has no weights left. Its training is deterministic (same seed, same shuffles, same dropout
+    masks: what mid-cell resume relies on), so the best model comes back after best_epoch + 1
+    epochs instead of the whole run with its patience tail. Every replayed validation score must
+    equal the recorded one; at the first that does not (the code changed what it computes), the
+    replay is dropped and the cell continues as a full run whose record replaces the old one."""
+
+    def __init__(self, spec, fit_log):
+        self.best_epoch = int(spec["best_epoch"])  # the epoch whose weights the record's test used
+        self.recorded = {int(v["epoch"]): float(v["score"]) for v in spec["valid_scores"]}
+        self.fit_log = fit_log
+        fit_log.replay.setdefault("diverged_at", None)
+
+    @property
+    def active(self):
+        return self.fit_log.replay.get("diverged_at") is None
+
+    def reached(self, epoch_idx, valid_score):
+        """Check this epoch against the record; True once the best epoch is replayed exactly."""
+        if not self.active:
+            return False
+        recorded = self.recorded.get(int(epoch_idx))
+        if recorded is None or float(valid_score) != recorded:
+            self.fit_log.replay["diverged_at"] = int(epoch_idx)
+            getLogger().warning(
+                f"[leaderboard] replay diverged at epoch {epoch_idx}: valid {float(valid_score)!r}, recorded "
+                f"{recorded!r}; the cell runs in full and its new record replaces the old one"
+            )
+            return False
+        if epoch_idx >= self.best_epoch:
+            self.fit_log.replay["reached"] = int(epoch_idx)
+            return True
+        return False
 
 
 def _prepare(job, config_dict):
@@ -199,28 +243,35 @@ def _fit(job, config, trainer, model, train_data, valid_data, fit_log, progress)
 
     The best model is a state_dict snapshot taken when RecBole's early stopping marks a new
     best (cur_step reset to 0), kept in memory and in the progress file, never a separate
-    checkpoint file."""
+    checkpoint file. With `job["replay"]`, fit ends at the recorded best epoch (_Replay)."""
     logger = getLogger()
     started = time.perf_counter()
     fit_seconds_before = fit_log.fit_seconds
+    replay = _Replay(job["replay"], fit_log) if job.get("replay") else None
 
     def on_epoch(epoch_idx, valid_score):
         fit_log.valid_scores.append({"epoch": int(epoch_idx), "score": float(valid_score)})
         if trainer.cur_step == 0:
             fit_log.best_epoch = int(epoch_idx)
             fit_log.best_state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        replayed = replay is not None and replay.reached(epoch_idx, valid_score)
         # RecBole stops when cur_step exceeds stopping_step; it breaks right after this callback
-        fit_log.stopped = trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs
+        fit_log.stopped = replayed or trainer.cur_step > trainer.stopping_step or epoch_idx + 1 >= trainer.epochs
         if progress is not None:
             progress.save(
                 trainer, epoch_idx, fit_log.state(trainer, fit_seconds_before + time.perf_counter() - started)
             )
         logger.info(f"[leaderboard] {job['cell_id']} epoch {epoch_idx} valid {valid_score:.5f}")
+        if replayed:
+            raise _ReplayReached
 
     if fit_log.stopped:  # resumed after its last evaluation: only what fit() sets up for evaluate()
         trainer.eval_collector.data_collect(train_data)
     else:
-        trainer.fit(train_data, valid_data, saved=False, show_progress=False, callback_fn=on_epoch, verbose=True)
+        try:
+            trainer.fit(train_data, valid_data, saved=False, show_progress=False, callback_fn=on_epoch, verbose=True)
+        except _ReplayReached:
+            logger.info(f"[leaderboard] {job['cell_id']}: replayed to its best epoch {fit_log.best_epoch} exactly")
     fit_log.fit_seconds = fit_seconds_before + time.perf_counter() - started
     if fit_log.best_state_dict is not None:
         model.load_state_dict(fit_log.best_state_dict)
@@ -283,6 +334,34 @@ def _export(job, trainer, model, dataset, fit_log):
         trainer._save_checkpoint(fit_log.best_epoch or 0, verbose=False)
 
 
+def _replayed_record(job, trainer, model, dataset, fit_log, test_result, seconds):
+    """The end of an export replay: the test metrics must equal the record's too; then the
+    exports are written and the old record comes back unchanged but for a note of the replay."""
+    from recbole_tfllmer.leaderboard.store import CellStore
+
+    record = CellStore(job["results_dir"]).read(job["cell_id"])
+    replayed = _metrics(test_result)
+    differ = {k: (replayed[k], v) for k, v in record["test"].items() if k in replayed and replayed[k] != v}
+    if differ:
+        raise RuntimeError(
+            f"{job['cell_id']}: the replay matched every validation score but not the test metrics {differ} "
+            "(replayed, recorded); delete the cell's record to run it again in full"
+        )
+    _export(job, trainer, model, dataset, fit_log)
+    record["export_replays"] = list(record.get("export_replays") or []) + [
+        {
+            "epochs": int(fit_log.replay["reached"]) + 1,
+            "valid_scores_equal": True,
+            "test_equal": True,
+            "seconds": round(seconds, 1),
+            "resumed": len(fit_log.resumes),
+            "code_fingerprint": code_fingerprint(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    ]
+    return record
+
+
 def run_cell(job, workdir=None):
     """Run one cell described by `job` (see command.make_job) and return its record.
 
@@ -329,6 +408,8 @@ def run_cell(job, workdir=None):
         t0 = time.perf_counter()
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         test_seconds = time.perf_counter() - t0
+        if fit_log.replay.get("reached") is not None:
+            return _replayed_record(job, trainer, model, dataset, fit_log, test_result, time.perf_counter() - start)
         if candidates:
             cond_end, longtail, test_ranks = None, None, _candidate_ranks(trainer)
         else:
