@@ -206,6 +206,6 @@ def test_a_finished_cell_whose_export_is_gone_replays_to_its_best_epoch_and_expo
     tampered["valid_scores"][0]["score"] += 1e-3
     store.write(source, tampered)
     _, rerun = lose_exports_and_rerun()
-    assert "export_replays" not in rerun
+    assert "export_replays" not in rerun and rerun["replay_diverged_at"] == 0
     assert rerun["valid_scores"] == original["valid_scores"] and rerun["test"] == original["test"]
     assert rerun["epochs_run"] == original["epochs_run"]

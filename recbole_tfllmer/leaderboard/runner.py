@@ -454,6 +454,8 @@ def run_cell(job, workdir=None):
             "n_train_batches": len(train_data),
             "n_train_rows": len(train_data._dataset),
             "resumes": fit_log.resumes,
+            # an export replay that did not reproduce the old record became this full run
+            **({"replay_diverged_at": fit_log.replay.get("diverged_at")} if fit_log.replay else {}),
             "conditioning": None
             if not conditioned
             else {
