@@ -291,7 +291,7 @@ def _list_state(spec, cell, store, workdir):
         line = f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: {how})"
         where, standing = CellProgress(workdir, cell.cell_id, entry.fingerprint).standing()
         if where:
-            line += f"; {'running' if store.is_claimed(cell.cell_id) else 'paused'}: {where}"
+            line += f"; {_unfinished_state(store, cell.cell_id, where).strip()}: {where}"
         if replay:
             standing = {"epochs_done": (standing or {}).get("epochs_done", 0), "epochs_total": replay["best_epoch"] + 1}
         return line, "rerun", standing
