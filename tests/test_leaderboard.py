@@ -543,3 +543,35 @@ def test_list_estimates_the_hours_left_from_the_finished_cells(tmp_path):
     line, hours = time_left(store, states + [(other, "todo", None)])
     assert hours is None and "1 cell(s) with no finished cell to go by, not counted" in line
     assert time_left(store, [(done, "done", None)]) == ("1 cells, all done", 0.0)
+
+
+def test_a_finished_cell_reruns_for_an_export_only_when_a_cell_still_to_run_needs_it(tmp_path):
+    """A-LLMRec's chain: S1 starts from stage 1's exported table, stage 1 from RandInit's
+    checkpoint. On a machine without the exports, a finished board reruns nothing; a missing
+    S1 record brings back stage 1 and, through it, RandInit."""
+    from recbole_tfllmer.leaderboard.command import still_needed_exports
+
+    spec = _board(
+        tmp_path,
+        methods=["RandInit", "ALLMRec-stage1", "ALLMRec-S1"],
+        seeds=[1, 2],
+        vector_kinds=["st"],
+        table_sources={"ALLMRec-S1": "ALLMRec-stage1"},
+    )
+    store = CellStore(tmp_path / "results")
+    for cell in spec.cells():
+        store.write(cell.cell_id, {"status": "done", "fingerprint": spec.fingerprint(cell)})
+    by_id = {c.cell_id: c for c in spec.cells()}
+    rand, stage1, s1 = (
+        by_id[f"ml-100k__SASRec__{m}__seed1"] for m in ("RandInit__none", "ALLMRec-stage1__st", "ALLMRec-S1__st")
+    )
+    assert all(kinds == [] for kinds in still_needed_exports(spec, store).values())
+
+    store.cell_path(s1.cell_id).unlink()  # S1 of seed 1 still to run: the whole chain of seed 1 comes back
+    needed = still_needed_exports(spec, store)
+    assert needed[stage1] == ["item_table"] and needed[rand] == ["checkpoint"]
+    assert sum(map(bool, needed.values())) == 2  # seed 2 stays done
+    spec.artifact_path(stage1, store.root, "item_table").parent.mkdir(parents=True)
+    spec.artifact_path(stage1, store.root, "item_table").touch()  # stage 1's table is there: RandInit rests
+    needed = still_needed_exports(spec, store)
+    assert needed[stage1] == ["item_table"] and needed[rand] == []

@@ -275,16 +275,17 @@ def test_board_runs_the_collaborative_cell_first_and_aligns_with_its_exported_ta
     ]
     artifact.unlink()
     capsys.readouterr()
-    assert command.main([*listing, "--list"]) == 0
+    assert command.main([*listing, "--list"]) == 0  # the cell that needed it has run: nothing to redo
     lines = capsys.readouterr().out.splitlines()
-    rerun = f"rerun   {source}  (finished, but another cell needs its export {source}.npy: "
-    rerun += "replays up to its best epoch 0, last)"
-    assert rerun in lines
-    assert f"done    {name}__SASRec__LLMEmb__st__seed3" in lines
+    assert f"done    {source}" in lines and f"done    {name}__SASRec__LLMEmb__st__seed3" in lines
     (store.cells_dir / f"{name}__SASRec__LLMEmb__st__seed3.json").unlink()  # as if it had not run yet
     assert command.main([*listing, "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rerun = f"rerun   {source}  (finished, but a cell still to run needs its export {source}.npy: "
+    rerun += "replays up to its best epoch 0, last)"
+    assert rerun in lines
     waiting = f"waits   {name}__SASRec__LLMEmb__st__seed3  (needs the export of {source}: runs once that cell is done)"
-    assert waiting in capsys.readouterr().out.splitlines()
+    assert waiting in lines
     # the LLMEmb cell is stale when its source changes
     spec = load_spec(board_file)
     cell = next(c for c in spec.cells() if c.method == "LLMEmb")

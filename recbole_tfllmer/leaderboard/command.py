@@ -60,9 +60,35 @@ class QueueEntry:
         return self.requires is None or self.requires.is_file()
 
 
-def cell_entry(spec, cell, store, workdir, threads=None):
+def still_needed_exports(spec, store):
+    """cell -> the export kinds (item_table, checkpoint) a cell that will still run needs from it.
+
+    A dependent that has its record needs nothing, unless it must itself run again for an export
+    a cell still to run needs (A-LLMRec's S1 needs stage 1's table, stage 1 the RandInit
+    checkpoint). So on a fresh machine a finished board, whose exports stayed behind in the old
+    scratch, reruns nothing; one new dependent brings back exactly the chain it needs."""
+    dependents = {c: [] for c in spec.cells()}
+    for c in dependents:
+        requirement = spec.collab_requirement(c)
+        if requirement:
+            dependents.setdefault(requirement[0], []).append((c, requirement[1]))
+    runs = {}
+
+    def will_run(c):
+        if c not in runs:
+            runs[c] = not store.is_done(c.cell_id, spec.fingerprint(c)) or any(
+                will_run(d) and not spec.artifact_path(c, store.root, kind).is_file() for d, kind in dependents[c]
+            )
+        return runs[c]
+
+    return {c: sorted({kind for d, kind in deps if will_run(d)}) for c, deps in dependents.items()}
+
+
+def cell_entry(spec, cell, store, workdir, threads=None, needed=None):
+    """The QueueEntry of a board cell; `needed` is still_needed_exports (computed once per board),
+    so a finished cell counts as undone only for an export a cell still to run needs."""
     requirement = spec.collab_requirement(cell)
-    exports = spec.exports(cell)
+    exports = (needed if needed is not None else still_needed_exports(spec, store)).get(cell, [])
     return QueueEntry(
         cell.cell_id,
         spec.fingerprint(cell),
@@ -197,8 +223,8 @@ def log(msg):
 def run_queue(entries, store, workdir, args, after_each=None, max_cells=None):
     """Run the QueueEntry's not yet done in `store`, with claims; at most `max_cells` of them
     (None: all). A cell whose required table does not exist yet waits, and is tried again
-    after the others; a finished cell whose table is missing (it ran before a board needed
-    it) runs again last."""
+    after the others; a finished cell whose export a cell still to run needs is missing (it ran
+    before the board needed it, or on another machine) runs again last."""
     todo = [e for e in entries if not e.done(store)]
     todo.sort(key=lambda e: store.is_done(e.cell_id, e.fingerprint))  # re-runs for a missing table last
     log(
@@ -270,25 +296,25 @@ def _run_entry(entry, store, workdir, args, position):
         store.release(cell_id)
 
 
-def _list_line(spec, cell, store, workdir):
-    """`--list`: done / rerun (finished, but an export another cell needs is missing) / running (a
-    live worker holds the claim) / paused (a progress file, no worker) / waits (its source cell's
-    export does not exist yet) / todo, with the progress of a half-finished cell."""
-    return _list_state(spec, cell, store, workdir)[0]
+def _list_line(spec, cell, store, workdir, needed=None):
+    """`--list`: done / rerun (finished, but an export a cell still to run needs is missing) /
+    running (a live worker holds the claim) / paused (a progress file, no worker) / waits (its
+    source cell's export does not exist yet) / todo, with the progress of a half-finished cell."""
+    return _list_state(spec, cell, store, workdir, needed)[0]
 
 
-def _list_state(spec, cell, store, workdir):
+def _list_state(spec, cell, store, workdir, needed=None):
     """(`_list_line`'s line, the state word, the half-finished cell's standing or None)."""
     from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
 
-    entry = cell_entry(spec, cell, store, workdir)
+    entry = cell_entry(spec, cell, store, workdir, needed=needed)
     if entry.done(store):
         return f"done    {cell.cell_id}", "done", None
     if store.is_done(cell.cell_id, entry.fingerprint):  # finished before another cell needed its export
         missing = ", ".join(a.name for a in entry.artifacts if not a.is_file())
         replay = export_replay(store, cell.cell_id, entry.fingerprint)
         how = f"replays up to its best epoch {replay['best_epoch']}, last" if replay else "runs again last"
-        line = f"rerun   {cell.cell_id}  (finished, but another cell needs its export {missing}: {how})"
+        line = f"rerun   {cell.cell_id}  (finished, but a cell still to run needs its export {missing}: {how})"
         where, standing = CellProgress(workdir, cell.cell_id, entry.fingerprint).standing()
         if where:
             line += f"; {_unfinished_state(store, cell.cell_id, where).strip()}: {where}"
@@ -417,9 +443,9 @@ def main(argv=None):
                     )
 
     if args.list:
-        states = []
+        states, needed = [], still_needed_exports(spec, store)
         for c in cells:
-            line, state, standing = _list_state(spec, c, store, workdir)
+            line, state, standing = _list_state(spec, c, store, workdir, needed)
             print(line)
             states.append((c, state, standing))
         print(time_left(store, states)[0])
@@ -429,7 +455,8 @@ def main(argv=None):
 
     if not args.summary_only:
         log(f"leaderboard {spec.name}")
-        entries = [cell_entry(spec, c, store, workdir, args.threads) for c in cells]
+        needed = still_needed_exports(spec, store)
+        entries = [cell_entry(spec, c, store, workdir, args.threads, needed) for c in cells]
         run_queue(
             entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False), max_cells=budget
         )
