@@ -310,7 +310,7 @@ def _list_state(spec, cell, store, workdir, needed=None):
     entry = cell_entry(spec, cell, store, workdir, needed=needed)
     if entry.done(store):
         return f"done    {cell.cell_id}", "done", None
-    if store.is_done(cell.cell_id, entry.fingerprint):  # finished before another cell needed its export
+    if store.is_done(cell.cell_id, entry.fingerprint):  # finished, but a cell still to run needs a missing export
         missing = ", ".join(a.name for a in entry.artifacts if not a.is_file())
         replay = export_replay(store, cell.cell_id, entry.fingerprint)
         how = f"replays up to its best epoch {replay['best_epoch']}, last" if replay else "runs again last"
