@@ -84,11 +84,11 @@ def still_needed_exports(spec, store):
     return {c: sorted({kind for d, kind in deps if will_run(d)}) for c, deps in dependents.items()}
 
 
-def cell_entry(spec, cell, store, workdir, threads=None, needed=None):
+def cell_entry(spec, cell, store, workdir, needed, threads=None):
     """The QueueEntry of a board cell; `needed` is still_needed_exports (computed once per board),
     so a finished cell counts as undone only for an export a cell still to run needs."""
     requirement = spec.collab_requirement(cell)
-    exports = (needed if needed is not None else still_needed_exports(spec, store)).get(cell, [])
+    exports = needed.get(cell, [])
     return QueueEntry(
         cell.cell_id,
         spec.fingerprint(cell),
@@ -296,18 +296,15 @@ def _run_entry(entry, store, workdir, args, position):
         store.release(cell_id)
 
 
-def _list_line(spec, cell, store, workdir, needed=None):
-    """`--list`: done / rerun (finished, but an export a cell still to run needs is missing) /
-    running (a live worker holds the claim) / paused (a progress file, no worker) / waits (its
-    source cell's export does not exist yet) / todo, with the progress of a half-finished cell."""
-    return _list_state(spec, cell, store, workdir, needed)[0]
+def _list_state(spec, cell, store, workdir, needed):
+    """`--list`'s line for a cell, its state word, and the half-finished cell's standing or None.
 
-
-def _list_state(spec, cell, store, workdir, needed=None):
-    """(`_list_line`'s line, the state word, the half-finished cell's standing or None)."""
+    States: done / rerun (finished, but an export a cell still to run needs is missing) / running
+    (a live worker holds the claim) / paused (a progress file, no worker) / waits (its source
+    cell's export does not exist yet) / todo. `needed` is still_needed_exports."""
     from recbole_tfllmer.leaderboard.progress import CellProgress  # torch: only where a progress file is read
 
-    entry = cell_entry(spec, cell, store, workdir, needed=needed)
+    entry = cell_entry(spec, cell, store, workdir, needed)
     if entry.done(store):
         return f"done    {cell.cell_id}", "done", None
     if store.is_done(cell.cell_id, entry.fingerprint):  # finished, but a cell still to run needs a missing export
@@ -456,7 +453,7 @@ def main(argv=None):
     if not args.summary_only:
         log(f"leaderboard {spec.name}")
         needed = still_needed_exports(spec, store)
-        entries = [cell_entry(spec, c, store, workdir, args.threads, needed) for c in cells]
+        entries = [cell_entry(spec, c, store, workdir, needed, args.threads) for c in cells]
         run_queue(
             entries, store, workdir, args, after_each=lambda: write_summary(spec, store, plots=False), max_cells=budget
         )
