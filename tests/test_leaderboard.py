@@ -575,3 +575,33 @@ def test_a_finished_cell_reruns_for_an_export_only_when_a_cell_still_to_run_need
     spec.artifact_path(stage1, store.root, "item_table").touch()  # stage 1's table is there: RandInit rests
     needed = still_needed_exports(spec, store)
     assert needed[stage1] == ["item_table"] and needed[rand] == []
+
+
+def test_collab_backbone_same_gives_each_backbone_its_own_collaborative_chain(tmp_path):
+    """`collab_backbone: same`: GRU4Rec's LLMEmb aligns with GRU4Rec's RandInit table, A-LLMRec's stage 1
+    runs on both backbones and each ALLMRec-S1 starts from its own backbone's stage 1; the default
+    (SASRec, as in their code) keeps one SASRec source for every backbone."""
+    methods = ["RandInit", "LLMEmb", "ALLMRec-stage1", "ALLMRec-S1"]
+    extra = {"backbones": ["SASRec", "GRU4Rec"], "methods": methods, "vector_kinds": ["st"]}
+    extra["table_sources"] = {"ALLMRec-S1": "ALLMRec-stage1"}
+    same, default = _board(tmp_path, collab_backbone="same", **extra), _board(tmp_path, **extra)
+
+    def source(spec, backbone, method):
+        vectors = "none" if method == "RandInit" else "st"
+        return spec.collab_source(Cell("ml-100k", backbone, method, vectors, 1))
+
+    assert source(same, "GRU4Rec", "LLMEmb") == Cell("ml-100k", "GRU4Rec", "RandInit", "none", 1)
+    assert source(same, "GRU4Rec", "ALLMRec-stage1") == Cell("ml-100k", "GRU4Rec", "RandInit", "none", 1)
+    assert source(same, "GRU4Rec", "ALLMRec-S1") == Cell("ml-100k", "GRU4Rec", "ALLMRec-stage1", "st", 1)
+    assert source(default, "GRU4Rec", "LLMEmb") == Cell("ml-100k", "SASRec", "RandInit", "none", 1)
+    assert source(default, "GRU4Rec", "ALLMRec-S1") == Cell("ml-100k", "SASRec", "ALLMRec-stage1", "st", 1)
+    stage1_backbones = {c.backbone for c in same.cells() if c.method == "ALLMRec-stage1"}
+    assert stage1_backbones == {"SASRec", "GRU4Rec"}
+    assert {c.backbone for c in default.cells() if c.method == "ALLMRec-stage1"} == {"SASRec"}
+    gru_rand = Cell("ml-100k", "GRU4Rec", "RandInit", "none", 1)
+    assert same.exports(gru_rand) == ["checkpoint", "item_table"] and default.exports(gru_rand) == []
+    sas = Cell("ml-100k", "SASRec", "LLMEmb", "st", 1)
+    assert same.fingerprint(sas) == default.fingerprint(sas)  # SASRec's cells do not go stale
+    assert same.fingerprint(Cell("ml-100k", "GRU4Rec", "LLMEmb", "st", 1)) != default.fingerprint(
+        Cell("ml-100k", "GRU4Rec", "LLMEmb", "st", 1)
+    )

@@ -16,7 +16,8 @@ backbone/seed, shown beside both kinds).
 A method that needs a collaborative model (LLMEmb with `llmemb_align_alpha` > 0 and no
 `llmemb_collab` of its own aligns with its item table; A-LLMRec without an
 `allmrec_cf_checkpoint` freezes the whole model) *requires* the board's `collab_method` cell
-(RandInit) on `collab_backbone` (SASRec) of the same dataset and seed: that cell exports its
+(RandInit) on `collab_backbone` (SASRec, as in their code; `same`: the cell's own backbone) of the
+same dataset and seed: that cell exports its
 best model (`artifacts/<cell_id>.npy` + `.tokens.txt`, or `artifacts/<cell_id>.pth`, beside
 the cell files) and the requiring cell runs after it, with the file as its option.
 
@@ -24,7 +25,7 @@ A method listed in `table_sources` (`{ALLMRec-S1: ALLMRec-stage1}`) is initialis
 method's exported item table (its `precomputed_embeddings`): the cell of that method on
 `collab_backbone`, same dataset, vectors and seed, which may itself require the RandInit cell,
 so the board runs the chain in order. A-LLMRec's backbone is its frozen model's, so ALLMRec cells
-run on `collab_backbone` only.
+run on `collab_backbone` only (on every backbone with `same`).
 
 `anchors:` lists published results on the same split and filtering (dataset, backbone, method,
 metric, value, source); the summary prints each matching row's distance to its anchor. They are
@@ -47,6 +48,7 @@ import yaml
 # The shipped method presets (package data), so an installed package finds them too.
 METHOD_DIR = Path(__file__).resolve().parents[1] / "properties" / "method"
 NO_VECTORS = "none"
+SAME_BACKBONE = "same"  # collab_backbone: each backbone's own collaborative cell
 
 DEFAULT_VECTOR_KINDS = {
     # sentence-transformers MiniLM: mean pooling + the pipeline's final L2 normalisation
@@ -104,7 +106,8 @@ class LeaderboardSpec:
     backbone_method_overrides: dict = field(default_factory=dict)
     method_dir: Path = METHOD_DIR
     collab_method: str = "RandInit"  # whose item table LLMEmb cells align with ...
-    collab_backbone: str = "SASRec"  # ... trained on this backbone (their code: SASRec for every backbone)
+    collab_backbone: str = "SASRec"  # ... trained on this backbone (their code: SASRec for every backbone),
+    # or "same": each backbone's own collab_method cell
     table_sources: dict = field(default_factory=dict)  # method -> method whose exported item table it starts from
     protocol: str = ""
     conditioning: dict = field(default_factory=lambda: {"sample_size": 256, "seed": 0})
@@ -146,17 +149,21 @@ class LeaderboardSpec:
             return True  # LLMEmb embeds item text
         return self.method_options(method).get("item_init", "rec_pca") != "random"
 
+    def collab_backbone_of(self, backbone):
+        """The backbone whose collab_method cell a `backbone` cell aligns with or freezes."""
+        return backbone if self.collab_backbone == SAME_BACKBONE else self.collab_backbone
+
     def collab_requirement(self, cell):
         """(source cell, artifact kind, option it fills) of a cell that needs another cell's
         trained model, or None: LLMEmb aligns with its item table, A-LLMRec freezes the model."""
         source_method = self.table_sources.get(cell.method)
         if source_method is not None:
             vectors = cell.vectors if self.uses_vectors(source_method) else NO_VECTORS
-            source = Cell(cell.dataset, self.collab_backbone, source_method, vectors, cell.seed)
+            source = Cell(cell.dataset, self.collab_backbone_of(cell.backbone), source_method, vectors, cell.seed)
             return source, "item_table", "precomputed_embeddings"
         options = self.method_options(cell.method)
         model = self.model_of(cell.method)
-        source = Cell(cell.dataset, self.collab_backbone, self.collab_method, NO_VECTORS, cell.seed)
+        source = Cell(cell.dataset, self.collab_backbone_of(cell.backbone), self.collab_method, NO_VECTORS, cell.seed)
         if model == "ALLMRec" and not options.get("allmrec_cf_checkpoint"):
             return source, "checkpoint", "allmrec_cf_checkpoint"
         if model != "LLMEmb" or options.get("llmemb_collab"):
@@ -191,7 +198,7 @@ class LeaderboardSpec:
         for dataset in self.datasets:
             for backbone in self.backbones:
                 for method in self.methods:
-                    if self.model_of(method) == "ALLMRec" and backbone != self.collab_backbone:
+                    if self.model_of(method) == "ALLMRec" and backbone != self.collab_backbone_of(backbone):
                         continue  # its backbone is the frozen model's: one cell per dataset and seed
                     kinds = list(self.vector_kinds) if self.uses_vectors(method) else [NO_VECTORS]
                     for vectors in kinds:
@@ -428,8 +435,8 @@ def _check_collab_sources(spec, path):
         if source is not None and source not in cells:
             raise SpecError(
                 f"leaderboard {path}: method {cell.method!r} aligns with the item table of the "
-                f"{spec.collab_method} {spec.collab_backbone} cell of the same dataset and seed, which is not on the "
-                f"board: add {spec.collab_method} to `methods` and {spec.collab_backbone} to `backbones` (or set "
+                f"{spec.collab_method} {source.backbone} cell of the same dataset and seed, which is not on the "
+                f"board: add {spec.collab_method} to `methods` and {source.backbone} to `backbones` (or set "
                 "`collab_method` / `collab_backbone`, or give the method an `llmemb_collab` file)"
             )
 
