@@ -543,6 +543,8 @@ def test_list_estimates_the_hours_left_from_the_finished_cells(tmp_path):
     line, hours = time_left(store, states + [(other, "todo", None)])
     assert hours is None and "1 cell(s) with no finished cell to go by, not counted" in line
     assert time_left(store, [(done, "done", None)]) == ("1 cells, all done", 0.0)
+    line, hours = time_left(store, [(done, "done", None), (other, "todo", None)])
+    assert hours is None and line.startswith("1 of 2 cells left: no estimate yet")
 
 
 def test_a_finished_cell_reruns_for_an_export_only_when_a_cell_still_to_run_needs_it(tmp_path):

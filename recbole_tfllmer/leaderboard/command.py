@@ -364,6 +364,12 @@ def time_left(store, states):
         hours += epochs * per_epoch / 3600
     if not left:
         return f"{len(states)} cells, all done", 0.0
+    if unknown == left:  # "about 0.0 h" would read as "nearly done"
+        return (
+            f"{left} of {len(states)} cells left: no estimate yet (no finished cell of the same dataset and "
+            "backbone to go by)",
+            None,
+        )
     line = f"{left} of {len(states)} cells left: about {hours:.1f} h of one core"
     line += " (median epochs and s per epoch of the finished cells of the same dataset and backbone"
     line += f"; {unknown} cell(s) with no finished cell to go by, not counted)" if unknown else ")"
