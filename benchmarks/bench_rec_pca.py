@@ -324,6 +324,12 @@ def main(argv=None):
             f"Rec-PCA {args.formulation} alpha={args.alpha} with its passes over X on {args.device}: {t_device:.2f} s "
             f"({t_rec / t_device:.2f}x numpy's speed); phases (s): "
             + ", ".join(f"{k} {v:.2f}" for k, v in on_device.stats["seconds"].items())
+            + (
+                f"; trade-off eigensolver {on_device.stats['tradeoff_eigensolver']}, "
+                f"{on_device.stats['tradeoff_operator_columns']} operator columns"
+                if "tradeoff_operator_columns" in on_device.stats
+                else ""
+            )
         )
         print(
             f"  {args.device} vs numpy: objective ratio {on_device.eigenvalues.sum() / result.eigenvalues.sum():.8f}, "

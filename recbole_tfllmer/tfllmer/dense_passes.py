@@ -12,8 +12,10 @@ and accumulate the sums in float64.
   pass streams its chunks; float32 products run at full float32 precision (TF32 off), so the
   result matches the CPU path to float32 rounding, not bit for bit.
 
-The solvers (eigh, Lanczos, subspace iteration) and the sparse graph products stay on the
-CPU in float64: they handle D x D or n x d matrices, small next to the passes over X.
+The D x D solvers (eigh, Lanczos, subspace iteration) stay on the CPU in float64. The item-space
+trade-off, whose eigenvectors are n long, runs on the device with ``TorchPasses`` (its kernel
+products through :meth:`TorchPasses.kernel_product`, the graph as a torch sparse matrix, the
+solver in :mod:`.chebyshev`).
 """
 
 from __future__ import annotations
@@ -204,6 +206,19 @@ class TorchPasses:
             for rows in self._rows():
                 result += (self._chunk(rows).T @ self._upload(U[rows].astype(self.X.dtype))).double()
             return self._numpy(result)
+
+    def kernel_product(self, V):
+        """``X_p (X_p^T V)`` for an (n, b) float64 tensor on the device, kept there (the item-space
+        eigensolver's product: the same two passes and dtypes as ``project(transpose_product(V))``)."""
+        with self._full_precision():
+            inner = self._zeros(self.dim, V.shape[1])
+            for rows in self._rows():
+                inner += (self._chunk(rows).T @ V[rows].to(self.dtype)).double()
+            inner = inner.to(self.dtype)
+            out = self.torch.empty(V.shape, dtype=self.torch.float64, device=self.device)
+            for rows in self._rows():
+                out[rows] = (self._chunk(rows) @ inner).double()
+            return out
 
     def total_variance(self):
         with self._full_precision():

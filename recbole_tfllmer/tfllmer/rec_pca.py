@@ -43,6 +43,9 @@ Formulations (``formulation``, option ``rec_pca_formulation``):
   it cannot reduce the TV / variance ratio by more than 5% even at alpha = 1 (README):
   the LLM span holds few graph-smooth directions.
 
+On a torch device (``device``) the item-space trade-off runs there as block Chebyshev
+iteration (:mod:`.chebyshev`), the same eigenproblem; without one, ARPACK Lanczos on the CPU.
+
 Cost (n items, D dims, nnz graph entries, d outputs): the PCA part is unchanged (the Gram
 matrix in row chunks, or block subspace iteration when ``solver`` resolves to
 ``iterative``); ``item_space`` adds Lanczos on the n x n operator, each product
@@ -104,6 +107,9 @@ _GRAPH_SCALE_TOL = 1e-2
 # Lanczos step) while n D stays below this; above it, as P (P^T v) with P = X_p V_r, the
 # top r = 2d PCA directions (those the semantic term rewards most), so a step is O(n r).
 _ITEM_SPACE_FULL_KERNEL_MAX = 2**24
+# item_space on a torch device: the Chebyshev solver's tightest relative residual (ARPACK's tol 0,
+# machine precision, has no block-iteration equivalent; eigenvalue errors are about its square).
+_DEVICE_MIN_TOL = 1e-10
 
 
 @dataclass
@@ -548,22 +554,29 @@ def rec_pca_projection(
         # s_A is only a scale: in iterative mode its eigenvalues need 1e-2 relative accuracy, not
         # rec_pca_tol (on the 100k-item benchmark graph this halves the phase; the sum moved 0.4%).
         scale_tol = lanczos_tol if solver == "exact" else max(lanczos_tol, _GRAPH_SCALE_TOL)
-        graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, scale_tol)[0]
-        graph_scale = _positive_graph_scale(graph_values, "A~")
-        if full_kernel:  # K V = X_p (X_p^T V), two row-chunked passes, no copy of X
+        reduced = None if full_kernel else passes.project(pca_components)  # rank-r kernel P P^T, P = X_p V_r
+        if device is None:
+            graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, scale_tol)[0]
+            graph_scale = _positive_graph_scale(graph_values, "A~")
+            if full_kernel:  # K V = X_p (X_p^T V), two row-chunked passes, no copy of X
 
-            def kernel(V):
-                return passes.project(passes.transpose_product(V))
-        else:  # the rank-r kernel P P^T with P = X_p V_r (n x r)
-            reduced = passes.project(pca_components)
+                def kernel(V):
+                    return passes.project(passes.transpose_product(V))
+            else:
 
-            def kernel(V):
-                return reduced @ (reduced.T @ V)
+                def kernel(V):
+                    return reduced @ (reduced.T @ V)
 
-        weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
-        eigenvalues, item_basis = _lanczos_top(
-            lambda V: weights[0] * kernel(V) + weights[1] * (graph @ V), n_items, n_components, lanczos_tol
-        )
+            weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
+            eigenvalues, item_basis = _lanczos_top(
+                lambda V: weights[0] * kernel(V) + weights[1] * (graph @ V), n_items, n_components, lanczos_tol
+            )
+            info["tradeoff_eigensolver"] = "arpack"
+        else:
+            graph_scale, eigenvalues, item_basis, solver_info = _item_space_on_device(
+                passes, graph, reduced, pca_vectors, alpha, semantic_scale, n_components, lanczos_tol
+            )
+            info.update(solver_info)
         # Column k carries sqrt(s_K theta_k): at alpha = 0 that is sigma_k, i.e. exactly PCA.
         vectors = item_basis * np.sqrt(np.maximum(semantic_scale * eigenvalues, 0.0))
         captured = passes.transpose_product(item_basis)
@@ -626,6 +639,70 @@ def rec_pca_projection(
         eigenvalues=np.asarray(eigenvalues, dtype=np.float64),
         stats=stats,
     )
+
+
+def _item_space_on_device(passes, graph, reduced, pca_vectors, alpha, semantic_scale, n_components, tol):
+    """The item-space trade-off on ``passes``' torch device (:mod:`.chebyshev`): the graph scale s_A,
+    then the top-d eigenpairs of ``(1 - a) K / s_K + a A~ / s_A``, started from the PCA vectors.
+
+    ``reduced``: None (K through the passes over X) or the rank-r factor P. ``tol``: the numpy
+    path's Lanczos tolerance, 0 (exact) being 1e-10 in relative residual here (10 float32 eps where
+    the products are float32 ones); s_A is solved to it
+    too (block products are cheap here, so it is not loosened to 1e-2 as on the CPU). Returns
+    (s_A, eigenvalues, item basis as numpy, stats)."""
+    import torch
+
+    from .chebyshev import chebyshev_top_eigenpairs
+
+    device = passes.device
+    coo = graph.tocoo()
+    indices = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.as_tensor(coo.data, dtype=torch.float64)
+    graph_t = torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=True)
+    graph_t = graph_t.coalesce().to(device)
+    n_items = graph.shape[0]
+    # float32 X caps the kernel products' accuracy: a residual below ~10 eps is noise, not progress
+    floor = _DEVICE_MIN_TOL if reduced is not None else max(_DEVICE_MIN_TOL, 10 * float(np.finfo(passes.X.dtype).eps))
+    scale_tol, tradeoff_tol = max(tol, _DEVICE_MIN_TOL), max(tol, floor)
+    graph_values, _, scale_info = chebyshev_top_eigenpairs(
+        lambda V: graph_t @ V, n_items, n_components, lower=-1.0, device=device, tol=scale_tol
+    )
+    graph_scale = _positive_graph_scale(graph_values, "A~")
+    weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
+    if reduced is None:
+        kernel = passes.kernel_product
+    else:
+        reduced_t = torch.as_tensor(reduced).to(device)
+
+        def kernel(V):
+            return reduced_t @ (reduced_t.T @ V)
+
+    norms = np.linalg.norm(pca_vectors, axis=0)
+    start = pca_vectors[:, norms > 0] / norms[norms > 0]
+    with torch.no_grad():
+        eigenvalues, item_basis, tradeoff_info = chebyshev_top_eigenpairs(
+            lambda V: weights[0] * kernel(V) + weights[1] * (graph_t @ V),
+            n_items,
+            n_components,
+            lower=-weights[1],  # K is PSD and A~'s eigenvalues are >= -1
+            device=device,
+            tol=tradeoff_tol,
+            start=start,
+        )
+    for what, used, tol in (("graph scale", scale_info, scale_tol), ("trade-off", tradeoff_info, tradeoff_tol)):
+        if used["relative_residual"] > tol:
+            warnings.warn(
+                f"Rec-PCA item_space {what} on {passes.device_name}: the Chebyshev solver stopped after "
+                f"{used['iterations']} steps at relative residual {used['relative_residual']:.2e} > {tol:g}; "
+                "the vectors are approximate (rerun without rec_pca_device for ARPACK on the CPU)",
+                stacklevel=3,
+            )
+    stats = {
+        "tradeoff_eigensolver": "chebyshev",
+        "tradeoff_iterations": tradeoff_info["iterations"],
+        "tradeoff_operator_columns": tradeoff_info["operator_columns"] + scale_info["operator_columns"],
+    }
+    return graph_scale, eigenvalues, _fix_signs(item_basis), stats
 
 
 def _auto_solver(n_items, dim_in, n_components):
