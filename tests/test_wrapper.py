@@ -1,5 +1,7 @@
 """TFLLMER on real RecBole: initialisation, normalisation in scoring, graph from the train split, save/reload."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -38,9 +40,11 @@ def test_item_table_starts_at_the_rec_pca_projection(ml_slice, tmp_path):
     assert model.init_report.graph_edges > 0
 
 
-def test_rec_pca_device_runs_the_passes_on_that_torch_device(ml_slice, tmp_path):
-    """`rec_pca_device: cpu` (torch) builds the table numpy builds, to float32 rounding; the
-    default `auto` on a run without a GPU is numpy."""
+def test_rec_pca_device_runs_the_passes_on_that_torch_device(ml_slice, tmp_path, caplog):
+    """`rec_pca_device: cpu` (torch) builds the table numpy builds, to float32 rounding, with the
+    item-space trade-off solved there (block Chebyshev); the default `auto` on a run without a GPU
+    is numpy with ARPACK. The geometry log line says which ran."""
+    caplog.set_level(logging.INFO)
     tables, reports = [], []
     for device in ("cpu", "auto"):
         config, _, train_data, *_ = prepared(
@@ -50,6 +54,9 @@ def test_rec_pca_device_runs_the_passes_on_that_torch_device(ml_slice, tmp_path)
         tables.append(model.item_table.weight.detach().numpy()[1:])
         reports.append(model.init_report.rec_pca)
     assert [r["device"] for r in reports] == ["cpu", "numpy"]
+    assert [r["tradeoff_eigensolver"] for r in reports] == ["chebyshev", "arpack"]
+    assert "trade-off eigensolver chebyshev (cpu)" in caplog.text
+    assert "trade-off eigensolver arpack (numpy)" in caplog.text
     scale = np.abs(tables[1]).max()
     signs = np.sign(np.sum(tables[0] * tables[1], axis=0))
     np.testing.assert_allclose(tables[0] / scale, tables[1] * signs / scale, atol=1e-4)

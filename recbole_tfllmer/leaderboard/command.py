@@ -106,7 +106,11 @@ def make_job(spec, cell, store, workdir, threads=None, cell_id=None):
         source, kind, option = requirement
         config[option] = str(spec.artifact_path(source, store.root, kind))
     exports = set(spec.exports(cell))
-    if cell_id is None and cell.method == spec.collab_method and cell.backbone == spec.collab_backbone_of(cell.backbone):
+    if (
+        cell_id is None
+        and cell.method == spec.collab_method
+        and cell.backbone == spec.collab_backbone_of(cell.backbone)
+    ):
         # a board cell that may be a collaborative source writes both, needed or not: a method added
         # to the board later (LLMEmb needs the table, A-LLMRec the checkpoint) then finds them instead
         # of forcing a re-run of an hours-long cell.  Only what a cell needs counts for `done`; tuning

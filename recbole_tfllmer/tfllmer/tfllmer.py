@@ -166,6 +166,8 @@ class TFLLMER(BackboneWrapper):
                     f" (PCA {stats['tv_ratio_pca']:.3f}), principal-angle sine to PCA max "
                     f"{stats['max_sine_to_pca']:.2f} / mean {stats['mean_sine_to_pca']:.2f}"
                 )
+        if alpha > 0 and "tradeoff_eigensolver" in stats:
+            message += f"; trade-off eigensolver {stats['tradeoff_eigensolver']} ({stats['device']})"
         self.logger.info(set_color("TFLLMER", "pink") + f" [{self.backbone_name}] {message}")
 
     def _warn_if_degenerate_vectors(self, vectors):
