@@ -13,7 +13,8 @@ The filter: with ``lower`` a bound below the whole spectrum and ``cut`` the bloc
 value, the Chebyshev polynomial of ``degree`` mapped onto [lower, cut] stays within [-1, 1] there
 and grows fast above ``cut``, where the wanted eigenvalues lie. Columns are rescaled at each
 recurrence step (the same factor on the two terms it combines), which keeps the polynomial exact
-and avoids overflow. Deterministic for a fixed start block; float64 throughout.
+and avoids overflow. Ritz vectors that have converged (a leading run of them) are locked: kept with their images, not
+filtered again. Deterministic for a fixed start block; float64 throughout.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ __all__ = ["chebyshev_top_eigenpairs"]
 DEFAULT_DEGREE = 8
 
 
-def _rayleigh_ritz(torch, apply, basis):
-    image = apply(basis)
+def _rayleigh_ritz(torch, basis, image):
+    """Ritz values (descending), Ritz vectors and their images of the orthonormal ``basis``."""
     small = basis.T @ image
     values, vectors = torch.linalg.eigh((small + small.T) / 2)
     order = torch.argsort(values, descending=True)
@@ -66,25 +67,33 @@ def chebyshev_top_eigenpairs(apply, n, k, *, lower, device, tol=1e-10, start=Non
         given = torch.as_tensor(np.asarray(start, dtype=np.float64)[:, :block])
         columns[:, : given.shape[1]] = given
     basis = torch.linalg.qr(columns.to(device))[0]
-    values, ritz, image = _rayleigh_ritz(torch, apply, basis)
+    values, ritz, image = _rayleigh_ritz(torch, basis, apply(basis))
     products, step = block, 0
     while True:
-        residual = image[:, :k] - ritz[:, :k] * values[:k]
         scale = max(float(values.abs().max()), np.finfo(float).tiny)
-        relative_residual = float(residual.norm(dim=0).max()) / scale
+        residuals = (image[:, :k] - ritz[:, :k] * values[:k]).norm(dim=0) / scale
+        relative_residual = float(residuals.max())
         if relative_residual <= tol or step == max_iter:
             break
         step += 1
+        # Soft locking: the leading Ritz vectors that have converged are kept as they are (with their
+        # known images) and only the others are filtered and applied again.
+        locked = int(torch.cumprod((residuals <= tol).to(torch.int64), 0).sum())
+        kept, active = ritz[:, :locked], ritz[:, locked:]
         cut = float(values[-1])
         if cut <= lower:  # the block already reaches the bottom of the spectrum: plain subspace step
-            filtered = apply(ritz) - lower * ritz
-            products += block
+            filtered = apply(active) - lower * active
+            products += active.shape[1]
         else:
-            filtered = _filtered(apply, ritz, degree, lower, cut)
-            products += degree * block
-        basis = torch.linalg.qr(filtered)[0]
-        values, ritz, image = _rayleigh_ritz(torch, apply, basis)
-        products += block
+            filtered = _filtered(apply, active, degree, lower, cut)
+            products += degree * active.shape[1]
+        for _ in range(2 if locked else 0):  # twice is enough (Kahan-Parlett)
+            filtered = filtered - kept @ (kept.T @ filtered)
+        fresh = torch.linalg.qr(filtered)[0]
+        fresh_image = apply(fresh)
+        products += fresh.shape[1]
+        basis = torch.cat([kept, fresh], dim=1)
+        values, ritz, image = _rayleigh_ritz(torch, basis, torch.cat([image[:, :locked], fresh_image], dim=1))
     vectors = ritz[:, :k].cpu().numpy()
     info = {"eigensolver": "chebyshev", "iterations": step, "operator_columns": products,
             "relative_residual": relative_residual, "block_size": block}  # fmt: skip

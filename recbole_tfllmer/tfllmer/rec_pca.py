@@ -110,6 +110,7 @@ _ITEM_SPACE_FULL_KERNEL_MAX = 2**24
 # item_space on a torch device: the Chebyshev solver's tightest relative residual (ARPACK's tol 0,
 # machine precision, has no block-iteration equivalent; eigenvalue errors are about its square).
 _DEVICE_MIN_TOL = 1e-10
+_DEVICE_SCALE_TOL = 1e-6
 
 
 @dataclass
@@ -647,8 +648,8 @@ def _item_space_on_device(passes, graph, reduced, pca_vectors, alpha, semantic_s
 
     ``reduced``: None (K through the passes over X) or the rank-r factor P. ``tol``: the numpy
     path's Lanczos tolerance, 0 (exact) being 1e-10 in relative residual here (10 float32 eps where
-    the products are float32 ones); s_A is solved to it
-    too (block products are cheap here, so it is not loosened to 1e-2 as on the CPU). Returns
+    the products are float32 ones); s_A to relative residual 1e-6 (not the CPU path's loose 1e-2:
+    a Ritz sum's error is about the residual squared, so it matches an exact s_A). Returns
     (s_A, eigenvalues, item basis as numpy, stats)."""
     import torch
 
@@ -663,7 +664,8 @@ def _item_space_on_device(passes, graph, reduced, pca_vectors, alpha, semantic_s
     n_items = graph.shape[0]
     # float32 X caps the kernel products' accuracy: a residual below ~10 eps is noise, not progress
     floor = _DEVICE_MIN_TOL if reduced is not None else max(_DEVICE_MIN_TOL, 10 * float(np.finfo(passes.X.dtype).eps))
-    scale_tol, tradeoff_tol = max(tol, _DEVICE_MIN_TOL), max(tol, floor)
+    # s_A is a sum of Ritz values, whose error is about the residual squared: 1e-6 gives it to ~1e-12
+    scale_tol, tradeoff_tol = max(tol, _DEVICE_SCALE_TOL), max(tol, floor)
     graph_values, _, scale_info = chebyshev_top_eigenpairs(
         lambda V: graph_t @ V, n_items, n_components, lower=-1.0, device=device, tol=scale_tol
     )
