@@ -696,7 +696,7 @@ def _item_space_on_device(passes, graph, reduced, pca_vectors, alpha, semantic_s
             warnings.warn(
                 f"Rec-PCA item_space {what} on {passes.device_name}: the Chebyshev solver stopped after "
                 f"{used['iterations']} steps at relative residual {used['relative_residual']:.2e} > {tol:g}; "
-                "the vectors are approximate (rerun without rec_pca_device for ARPACK on the CPU)",
+                "the vectors are approximate (set rec_pca_device: numpy for ARPACK on the CPU)",
                 stacklevel=3,
             )
     stats = {
