@@ -275,6 +275,13 @@ def main(argv=None):
         )
     else:
         print("  solver exact")
+    if "tradeoff_product_seconds" in stats:
+        tradeoff_seconds = stats["seconds"]["tradeoff"]
+        print(
+            f"  trade-off (ARPACK, graph scale and trade-off solves): {stats['tradeoff_operator_columns']} operator "
+            f"columns, {stats['tradeoff_product_seconds']:.1f} s in the products and the other "
+            f"{tradeoff_seconds - stats['tradeoff_product_seconds']:.1f} s mostly in eigsh's own re-orthogonalisation and restarts"
+        )
     print(
         f"  process CPU time {cpu_rec:.1f} s over {t_norm + t_rec:.1f} s wall "
         f"(1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "

@@ -594,6 +594,9 @@ def test_item_space_on_a_torch_device_solves_the_same_eigenproblem_as_arpack(pro
     on_cpu = rec_pca_projection(X, graph, 4, alpha=0.6)
     on_device = rec_pca_projection(X, graph, 4, alpha=0.6, device="cpu")
     assert on_cpu.stats["tradeoff_eigensolver"] == "arpack"
+    # ARPACK's cost split: each of its two solves applies at least d + 1 columns
+    assert on_cpu.stats["tradeoff_operator_columns"] >= 2 * (4 + 1)
+    assert 0 < on_cpu.stats["tradeoff_product_seconds"] <= on_cpu.stats["seconds"]["tradeoff"]
     assert on_device.stats["tradeoff_eigensolver"] == "chebyshev" and on_device.stats["tradeoff_operator_columns"] > 0
     assert on_device.stats["kernel_rank"] == on_cpu.stats["kernel_rank"] == (DIM if full_kernel else 8)
     np.testing.assert_allclose(on_device.eigenvalues, on_cpu.eigenvalues, rtol=1e-9)

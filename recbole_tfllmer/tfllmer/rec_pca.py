@@ -336,13 +336,25 @@ def _subspace_iteration(apply, dim, n_components, tol, max_iter, seconds):
     return values.copy(), _fix_signs(ritz), info
 
 
-def _lanczos_top(apply, dim, n_components, tol):
+def _lanczos_top(apply, dim, n_components, tol, usage=None):
     """Top-d (largest algebraic) eigenpairs of an implicit symmetric operator, descending.
 
     ARPACK's Lanczos (``scipy eigsh``) needs only products, finds the algebraically largest
     eigenvalues of indefinite operators (the graph term has negative eigenvalues) and
-    starts from a fixed vector, so results are deterministic.
+    starts from a fixed vector, so results are deterministic.  ``usage`` (a dict), if given,
+    accumulates the operator columns applied and the seconds spent in those products: the
+    rest of eigsh's time is its own re-orthogonalisation and restarts.
     """
+    if usage is not None:
+        counted = apply
+
+        def apply(block):
+            started = time.perf_counter()
+            image = counted(block)
+            usage["operator_columns"] = usage.get("operator_columns", 0) + block.shape[1]
+            usage["product_seconds"] = usage.get("product_seconds", 0.0) + time.perf_counter() - started
+            return image
+
     operator = spla.LinearOperator(
         (dim, dim), matvec=lambda v: apply(v.reshape(-1, 1)).ravel(), matmat=apply, dtype=np.float64
     )
@@ -557,7 +569,8 @@ def rec_pca_projection(
             # s_A is only a scale: in iterative mode its eigenvalues need 1e-2 relative accuracy, not
             # rec_pca_tol (on the 100k-item benchmark graph this halves the phase; the sum moved 0.4%).
             scale_tol = lanczos_tol if solver == "exact" else max(lanczos_tol, _GRAPH_SCALE_TOL)
-            graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, scale_tol)[0]
+            usage = {}
+            graph_values = _lanczos_top(lambda V: graph @ V, n_items, n_components, scale_tol, usage)[0]
             graph_scale = _positive_graph_scale(graph_values, "A~")
             if full_kernel:  # K V = X_p (X_p^T V), two row-chunked passes, no copy of X
 
@@ -570,9 +583,16 @@ def rec_pca_projection(
 
             weights = ((1.0 - alpha) / semantic_scale, alpha / graph_scale)
             eigenvalues, item_basis = _lanczos_top(
-                lambda V: weights[0] * kernel(V) + weights[1] * (graph @ V), n_items, n_components, lanczos_tol
+                lambda V: weights[0] * kernel(V) + weights[1] * (graph @ V),
+                n_items,
+                n_components,
+                lanczos_tol,
+                usage,
             )
             info["tradeoff_eigensolver"] = "arpack"
+            # graph scale and trade-off together, as the device path counts them
+            info["tradeoff_operator_columns"] = usage["operator_columns"]
+            info["tradeoff_product_seconds"] = usage["product_seconds"]
         else:
             graph_scale, eigenvalues, item_basis, solver_info = _item_space_on_device(
                 passes, graph, reduced, pca_vectors, alpha, semantic_scale, n_components, lanczos_tol
