@@ -186,13 +186,15 @@ def test_soft_tokens_sit_at_the_markers_and_labels_cover_the_target(frozen_lm):
             tokens = prompt_ids + target_ids
             real = 1 + len(tokens)
             assert mask[row].tolist() == [1] * real + [0] * (mask.shape[1] - real)  # right padding
-            assert torch.allclose(embeds[row, 0], user_tokens[row])
+            assert torch.allclose(embeds[row, 0], user_tokens[row], atol=1e-6)
             ids = torch.tensor(tokens)
             history_at = (ids == frozen_lm.marker_ids[HISTORY_MARKER]).nonzero().flatten() + 1
             candidate_at = (ids == frozen_lm.marker_ids[CANDIDATE_MARKER]).nonzero().flatten() + 1
             assert len(history_at) == len(user["history_vecs"]) and len(candidate_at) == len(user["candidate_vecs"])
-            assert torch.allclose(embeds[row, history_at], module.item_projection(user["history_vecs"]))
-            assert torch.allclose(embeds[row, candidate_at], module.item_projection(user["candidate_vecs"]))
+            # the module projects all of a batch's item vectors in one matmul, so a row's values may differ
+            # from this per-user recomputation in the last float32 bits (BLAS blocking depends on the shape)
+            assert torch.allclose(embeds[row, history_at], module.item_projection(user["history_vecs"]), atol=1e-6)
+            assert torch.allclose(embeds[row, candidate_at], module.item_projection(user["candidate_vecs"]), atol=1e-6)
             plain = torch.ones(len(tokens), dtype=torch.bool)
             plain[history_at - 1] = plain[candidate_at - 1] = False
             word_embeddings = frozen_lm.model.get_input_embeddings()(ids[plain])
