@@ -214,6 +214,15 @@ def build_parser():
     p.add_argument("--summary-only", action="store_true", help="only regenerate the summary from the cell files")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--list", action="store_true", help="list the cells and whether they are done, run nothing")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="print the paired difference A - B (methods, or METHOD/vectors) with its 95%% interval over test users "
+        "and seeds, per dataset and backbone, from the finished cells; run nothing (repeatable)",
+    )
+    p.add_argument("--metric", default="ndcg@10", help="the metric --compare reports (ndcg@10 ndcg@20 hit@10 hit@20)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per cell process")
     p.add_argument("--in-process", action="store_true", help="run cells in this process (tests, debugging)")
     p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
@@ -425,10 +434,18 @@ def main(argv=None):
     store = CellStore(spec.results_dir(args.results_root))
     filters = parse_only(args.only)
     workdir = Path(args.workdir or default_workdir(spec.name)).resolve()
-    if not (args.summary_only or args.list):
+    if not (args.summary_only or args.list or args.compare):
         workdir.mkdir(parents=True, exist_ok=True)
 
     cells = [c for c in ordered_cells(spec) if cell_matches(c, filters)]
+    if args.compare:
+        from recbole_tfllmer.leaderboard.compare import compare_pairs, format_rows
+
+        wanted = {c.cell_id: spec.fingerprint(c) for c in cells}
+        records = [r for r in store.read_all() if wanted.get(r["cell_id"]) == r.get("fingerprint")]
+        for line in format_rows(compare_pairs(records, args.compare, args.metric, spec.methods)):
+            print(line)
+        return 0
     budget = args.max_cells  # --max-cells counts tuning trials and board cells together
     if spec.tuning:
         from recbole_tfllmer.leaderboard.spec import tuned_key
