@@ -74,7 +74,7 @@ def compare_pairs(records, pairs, metric="ndcg@10", methods=None):
                 "seeds_b": sorted(r["seed"] for r in by_label[b]),
             }
             values_a, values_b = per_user_values(by_label[a], metric), per_user_values(by_label[b], metric)
-            rows_sha = {r.get("test_ranks", {}).get("rows_sha") for r in by_label[a] + by_label[b]}
+            rows_sha = {(r.get("test_ranks") or {}).get("rows_sha") for r in by_label[a] + by_label[b]}
             if values_a is None or values_b is None or len(rows_sha) != 1:
                 row["note"] = "no per-user ranks on the same test rows in these cells: no paired interval"
             else:
