@@ -13,11 +13,9 @@ that method with several kinds. Each side uses every finished seed of its cells;
 sides need not be the same.
 """
 
-from collections import defaultdict
-
-from recbole_tfllmer.leaderboard.paired import paired_difference, per_user_values
+from recbole_tfllmer.leaderboard.paired import paired_difference, per_user_values, same_test_rows
 from recbole_tfllmer.leaderboard.spec import SpecError
-from recbole_tfllmer.leaderboard.summary import METRICS
+from recbole_tfllmer.leaderboard.summary import METRICS, by_dataset_backbone
 
 
 def parse_pair(text):
@@ -54,11 +52,8 @@ def compare_pairs(records, pairs, metric="ndcg@10", methods=None):
         unknown = [m for m, _ in sides if methods is not None and m not in methods]
         if unknown:
             raise SpecError(f"--compare {text}: {unknown[0]!r} is not a method of this board ({', '.join(methods)})")
-    groups = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        groups[(r["dataset"], r["backbone"])][(r["vectors"], r["method"])].append(r)
     rows = []
-    for (dataset, backbone), by_label in sorted(groups.items()):
+    for (dataset, backbone), by_label in sorted(by_dataset_backbone(records).items()):
         where = f"{dataset} {backbone}"
         for text, a_side, b_side in parsed:
             a, b = _pick(by_label, a_side, where, text), _pick(by_label, b_side, where, text)
@@ -74,8 +69,7 @@ def compare_pairs(records, pairs, metric="ndcg@10", methods=None):
                 "seeds_b": sorted(r["seed"] for r in by_label[b]),
             }
             values_a, values_b = per_user_values(by_label[a], metric), per_user_values(by_label[b], metric)
-            rows_sha = {(r.get("test_ranks") or {}).get("rows_sha") for r in by_label[a] + by_label[b]}
-            if values_a is None or values_b is None or len(rows_sha) != 1:
+            if values_a is None or values_b is None or not same_test_rows(by_label[a] + by_label[b]):
                 row["note"] = "no per-user ranks on the same test rows in these cells: no paired interval"
             else:
                 row.update(paired_difference(values_a, values_b))

@@ -128,12 +128,18 @@ def _difference(d_user, seed_sides, n_seeds, level, n_boot, seed):
     }
 
 
+def same_test_rows(records):
+    """True when every record stores per-user ranks and all of them rank the same (user, target)
+    rows: only then can their per-user values be paired."""
+    if not records or not all(r.get("test_ranks") for r in records):
+        return False
+    return len({r["test_ranks"]["rows_sha"] for r in records}) == 1
+
+
 def per_user_values(records, metric):
     """(seeds x users) array of `metric` for the cells of one method, or None when a cell has
     no stored ranks (cells written before ranks were recorded) or the cells' rows differ."""
-    if not records or any("test_ranks" not in r for r in records):
-        return None
-    if len({r["test_ranks"]["rows_sha"] for r in records}) != 1:
+    if not same_test_rows(records):
         return None
     return np.stack([per_user_metric(decode_ranks(r["test_ranks"]), metric) for r in records])
 
@@ -152,7 +158,7 @@ def compare_methods(groups, metric, baseline_of=None, level=0.95):
     values = {label: per_user_values(recs, metric) for label, recs in groups.items()}
     if not values or any(v is None for v in values.values()):
         return {}
-    if len({r["test_ranks"]["rows_sha"] for recs in groups.values() for r in recs}) != 1:
+    if not same_test_rows([r for recs in groups.values() for r in recs]):
         return {}
     means = {label: float(v.mean()) for label, v in values.items()}
     ranked = sorted(means, key=lambda label: -means[label])

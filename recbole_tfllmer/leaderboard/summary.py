@@ -373,17 +373,23 @@ def late_best_epochs(records, fraction=0.2):
     return late
 
 
+def by_dataset_backbone(records):
+    """{(dataset, backbone): {(vectors, method): [records]}}: the groups whose cells share test
+    rows, so any two methods within one can be compared user by user."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        groups[(r["dataset"], r["backbone"])][(r["vectors"], r["method"])].append(r)
+    return groups
+
+
 def paired_comparisons(records, baseline="LLMInit"):
     """{(dataset, backbone, metric): compare_methods(...)} over every (vectors, method) entry of a
     dataset and backbone; each entry's baseline is `baseline` with the same vectors (or its only
     vector kind, for methods without vectors)."""
     from recbole_tfllmer.leaderboard.paired import compare_methods
 
-    groups = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        groups[(r["dataset"], r["backbone"])][(r["vectors"], r["method"])].append(r)
     out = {}
-    for (dataset, backbone), by_label in groups.items():
+    for (dataset, backbone), by_label in by_dataset_backbone(records).items():
         kinds = [label for label in by_label if label[1] == baseline]
 
         def baseline_of(label, kinds=kinds):
