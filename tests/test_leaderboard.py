@@ -547,6 +547,37 @@ def test_list_estimates_the_hours_left_from_the_finished_cells(tmp_path):
     assert hours is None and line.startswith("1 of 2 cells left: no estimate yet")
 
 
+def test_list_prices_a_cell_from_its_own_method_where_one_finished(tmp_path):
+    """A method whose cells cost far more than the others' (an LM scored per user, no epochs)
+    is priced from its own finished cell, not from the other methods' epochs."""
+    from recbole_tfllmer.leaderboard.command import time_left
+
+    store = CellStore(tmp_path / "results")
+    for seed in (1, 2):  # RandInit: 20 epochs of 100 s
+        record = fake_record("RandInit", seed, 0.05, vectors=NO_VECTORS)
+        record.update(epochs_run=20, epoch_train_seconds=[90.0] * 20, epoch_valid_seconds=[10.0] * 20)
+        store.write(record["cell_id"], record)
+    slow = fake_record("TFLLMER", 1, 0.06)  # 10 epochs of 400 s
+    slow.update(epochs_run=10, epoch_train_seconds=[400.0] * 10, epoch_valid_seconds=[])
+    store.write(slow["cell_id"], slow)
+    lm = fake_record("ALLMRec-localLM", 1, 0.07)  # no epochs: 2 h of LM training and scoring
+    lm.update(
+        epochs_run=0,
+        epoch_train_seconds=[],
+        timings={"data_seconds": 600.0, "fit_seconds": 5400.0, "test_seconds": 1200.0},
+    )
+    store.write(lm["cell_id"], lm)
+    states = [
+        (Cell("ml-100k", "GRU4Rec", "TFLLMER", "st", 2), "todo", None),
+        (Cell("ml-100k", "GRU4Rec", "ALLMRec-localLM", "st", 2), "todo", None),
+        (Cell("ml-100k", "GRU4Rec", "LLMEmb", "st", 2), "todo", None),
+    ]
+    line, hours = time_left(store, states)
+    assert hours == pytest.approx((10 * 400 + 7200 + 20 * 100) / 3600)
+    assert "LLMEmb: no finished cell yet, priced like the other methods" in line
+    assert "TFLLMER" not in line and "ALLMRec" not in line
+
+
 def test_a_finished_cell_reruns_for_an_export_only_when_a_cell_still_to_run_needs_it(tmp_path):
     """A-LLMRec's chain: S1 starts from stage 1's exported table, stage 1 from RandInit's
     checkpoint. On a machine without the exports, a finished board reruns nothing; a missing

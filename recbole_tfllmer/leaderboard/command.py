@@ -345,31 +345,57 @@ def _unfinished_state(store, cell_id, where):
     return "running" if store.is_claimed(cell_id) else ("paused " if where else "todo   ")
 
 
+def _cell_cost(record):
+    """A finished record's cost for `--list`: ("epochs", epochs run, seconds per epoch) for a cell
+    that trained epoch by epoch, ("whole", seconds) for one that did not (A-LLMRec's stages, a
+    scored LM: their time is in data / fit / test), or None."""
+    seconds = list(record.get("epoch_train_seconds") or []) + list(record.get("epoch_valid_seconds") or [])
+    if record.get("epochs_run") and seconds:
+        return ("epochs", record["epochs_run"], sum(seconds) / record["epochs_run"])
+    timings = record.get("timings") or {}
+    whole = sum(timings.get(k) or 0.0 for k in ("data_seconds", "fit_seconds", "test_seconds"))
+    return ("whole", whole) if whole > 0 else None
+
+
 def time_left(store, states):
-    """`--list`'s closing estimate: the one-core hours the unfinished cells still need, from the
-    finished cells of the same dataset and backbone (median epochs run, median seconds per
-    epoch, training plus validation); a half-finished cell needs at least its remaining
-    patience. A rerun cell counts in full, or up to its best epoch when it replays. Cells whose
-    dataset and backbone have no finished cell yet are counted, not estimated. Returns (line,
-    hours or None)."""
+    """`--list`'s closing estimate: the one-core hours the unfinished cells still need.
+
+    A cell is priced from the finished cells of the same dataset, backbone and method (median
+    epochs run and seconds per epoch, training plus validation; or the median whole-cell time of
+    a method that trains no epochs, e.g. A-LLMRec's LM scoring); a method with none yet is priced
+    like the dataset and backbone's other finished cells, and the line names it, since its own
+    stages (SCFT, an LM) may cost far more. A half-finished cell needs at least its remaining
+    patience; a rerun cell counts in full, or up to its best epoch when it replays. Cells whose
+    dataset and backbone have no finished cell that trained epochs are counted, not estimated.
+    Returns (line, hours or None)."""
     import statistics
 
-    done = {}
+    same_method, same_backbone = {}, {}
     for r in store.read_all():
-        seconds = list(r.get("epoch_train_seconds") or []) + list(r.get("epoch_valid_seconds") or [])
-        if r.get("epochs_run") and seconds:
-            done.setdefault((r["dataset"], r["backbone"]), []).append((r["epochs_run"], sum(seconds) / r["epochs_run"]))
-    hours, unknown, left = 0.0, 0, 0
+        cost = _cell_cost(r)
+        if cost is None:
+            continue
+        same_method.setdefault((r["dataset"], r["backbone"], r["method"]), []).append(cost)
+        if cost[0] == "epochs":
+            same_backbone.setdefault((r["dataset"], r["backbone"]), []).append(cost)
+    hours, unknown, left, borrowed = 0.0, 0, 0, set()
     for cell, state, standing in states:
         if state == "done":
             continue
         left += 1
-        typical = done.get((cell.dataset, cell.backbone))
+        own = same_method.get((cell.dataset, cell.backbone, cell.method), [])
+        trained = [c for c in own if c[0] == "epochs"]
+        if own and not trained:  # a method that trains no epochs: its whole-cell time
+            hours += statistics.median(c[1] for c in own) / 3600
+            continue
+        typical = trained or same_backbone.get((cell.dataset, cell.backbone))
         if not typical:
             unknown += 1
             continue
-        epochs = statistics.median(e for e, _ in typical)
-        per_epoch = statistics.median(s for _, s in typical)
+        if not trained:
+            borrowed.add(cell.method)
+        epochs = statistics.median(e for _, e, _ in typical)
+        per_epoch = statistics.median(s for _, _, s in typical)
         if standing and "epochs_total" in standing:  # an export replay: as far as the recorded best epoch
             epochs = max(standing["epochs_total"] - standing["epochs_done"], 0)
         elif standing:
@@ -383,9 +409,15 @@ def time_left(store, states):
             "backbone to go by)",
             None,
         )
-    line = f"{left} of {len(states)} cells left: about {hours:.1f} h of one core"
-    line += " (median epochs and s per epoch of the finished cells of the same dataset and backbone"
-    line += f"; {unknown} cell(s) with no finished cell to go by, not counted)" if unknown else ")"
+    notes = ["from the finished cells of the same dataset, backbone and method"]
+    if borrowed:
+        notes.append(
+            f"{', '.join(sorted(borrowed))}: no finished cell yet, priced like the other methods "
+            "(its own stages, e.g. SCFT or an LM, not included)"
+        )
+    if unknown:
+        notes.append(f"{unknown} cell(s) with no finished cell to go by, not counted")
+    line = f"{left} of {len(states)} cells left: about {hours:.1f} h of one core ({'; '.join(notes)})"
     return line, (hours if not unknown else None)
 
 
